@@ -1,0 +1,1 @@
+"""Camera intrinsics, hand-eye, workspace bounds and latency."""

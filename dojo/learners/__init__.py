@@ -1,0 +1,1 @@
+"""JAX agents, the learner process and checkpoints."""

@@ -1,0 +1,1 @@
+"""What runs at inference: network modules, encoders and policies loaded from snapshots."""

@@ -1,0 +1,1 @@
+"""The Zarr episode store, samplers, and the actor/learner link."""

@@ -1,0 +1,1 @@
+"""Reward models: success classifiers, VLM classifiers, preference rewards, intervention labels."""

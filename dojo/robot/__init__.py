@@ -1,0 +1,1 @@
+"""Hardware-facing side: device interfaces, the safety layer and the gymnasium RobotEnv."""
