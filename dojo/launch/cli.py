@@ -1,0 +1,41 @@
+"""The `dojo` command: one subcommand per module `dojo/launch/cmd_*.py`, each with `add_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module registers its subcommands with `add_parser(subparsers)` and sets `func` on them.
+COMMAND_MODULES = ("cmd_sim", "cmd_record", "cmd_replay", "cmd_learn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dojo", description="Real-robot learning with a MuJoCo twin.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"dojo.launch.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"dojo.launch.{name}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("dojo: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        # Bad input: say what was wrong, without a traceback.
+        print(f"dojo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
