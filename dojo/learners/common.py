@@ -1,0 +1,121 @@
+"""Plumbing every agent shares: image-encoder config fields, space handling, obs preprocessing, snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dojo.policies import networks as nets
+from dojo.policies.snapshot import Snapshot
+from dojo.policies.spaces import ActionScale, ObsAdapter, ObsSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderFields:
+    """Image-observation options (ignored for state-only obs). Defaults follow DrQ."""
+
+    encoder_channels: tuple[int, ...] = (32, 32, 32, 32)
+    encoder_strides: tuple[int, ...] = (2, 2, 2, 1)
+    encoder_feature_dim: int = 50
+    aug_pad: int = 4  # DrQ random-shift padding in pixels; 0 turns augmentation off
+    pretrained_encoder: str | None = None  # local file from networks.save_pretrained_trunk; frozen
+    frame_stack: int = 1
+
+
+def as_spec(obs_space) -> ObsSpec:
+    if isinstance(obs_space, ObsSpec):
+        return obs_space
+    if isinstance(obs_space, gym.Space):
+        return ObsAdapter(obs_space).spec
+    raise TypeError(f"obs_space must be a gymnasium Box/Dict space or an ObsSpec, got {type(obs_space).__name__}")
+
+
+def as_scale(action_space) -> ActionScale:
+    return action_space if isinstance(action_space, ActionScale) else ActionScale.from_space(action_space)
+
+
+def make_encoder(config: EncoderFields, spec: ObsSpec) -> nets.ObsEncoder:
+    channels, strides = config.encoder_channels, config.encoder_strides
+    if config.pretrained_encoder and spec.camera_keys:
+        _, channels, strides = nets.load_pretrained_trunk(config.pretrained_encoder)
+    return nets.ObsEncoder(camera_keys=spec.camera_keys, channels=tuple(channels), strides=tuple(strides),
+                           feature_dim=config.encoder_feature_dim, frame_stack=config.frame_stack,
+                           freeze_trunk=bool(config.pretrained_encoder))
+
+
+def encoder_config(encoder: nets.ObsEncoder) -> dict:
+    return {"camera_keys": tuple(encoder.camera_keys), "channels": tuple(encoder.channels),
+            "strides": tuple(encoder.strides), "feature_dim": encoder.feature_dim,
+            "frame_stack": encoder.frame_stack, "freeze_trunk": encoder.freeze_trunk}
+
+
+def with_pretrained_trunk(params: dict, config: EncoderFields, spec: ObsSpec, path=("encoder",)) -> dict:
+    """Overwrite every camera's conv trunk inside params[path...] with the pretrained file's weights."""
+    if not (config.pretrained_encoder and spec.camera_keys):
+        return params
+    trunk, _, _ = nets.load_pretrained_trunk(config.pretrained_encoder)
+    params = jax.tree_util.tree_map(lambda x: x, params)  # copy the dict structure
+    node = params
+    for key in path:
+        node = node[key]
+    for cam in spec.camera_keys:
+        have = jax.tree_util.tree_map(jnp.shape, node[f"trunk_{cam}"])
+        got = jax.tree_util.tree_map(jnp.shape, trunk)
+        if have != got:
+            raise ValueError(f"pretrained encoder {config.pretrained_encoder!r} has shapes {got}, camera "
+                             f"{cam!r} needs {have} (frame_stack or channels differ?)")
+        node[f"trunk_{cam}"] = jax.tree_util.tree_map(jnp.asarray, trunk)
+    return params
+
+
+def state_stats(spec: ObsSpec, obs_stats: dict | None):
+    """(mean, std) of the state vector for normalisation; identity when no stats are given."""
+    if obs_stats is None:
+        return jnp.zeros(spec.state_dim, jnp.float32), jnp.ones(spec.state_dim, jnp.float32)
+    mean = np.asarray(obs_stats["state_mean"], np.float32)
+    std = np.maximum(np.asarray(obs_stats["state_std"], np.float32), 1e-3)
+    if mean.shape != (spec.state_dim,) or std.shape != (spec.state_dim,):
+        raise ValueError(f"obs_stats state_mean/state_std must have shape ({spec.state_dim},), "
+                         f"got {mean.shape} and {std.shape}")
+    return jnp.asarray(mean), jnp.asarray(std)
+
+
+def preprocess(agent, rng, obs: dict, augment: bool) -> dict:
+    """Normalise the state and (when training on images) apply DrQ random shifts."""
+    obs = nets.normalize_state(obs, agent.state_mean, agent.state_std)
+    if augment and agent.obs_spec.camera_keys and agent.config.aug_pad > 0:
+        obs = nets.augment_obs(rng, obs, agent.obs_spec.camera_keys, agent.config.aug_pad)
+    return obs
+
+
+def check_batch(batch: dict, spec: ObsSpec, action_dim: int, multiple_of: int = 1) -> None:
+    """Trace-time shape check of a sampled batch against the agent, with a message naming what is wrong."""
+    for key in ("obs", "next_obs", "action", "reward", "discount"):
+        if key not in batch:
+            raise KeyError(f"batch lacks {key!r}; got keys {sorted(batch)}")
+    b = batch["action"].shape[0]
+    if batch["action"].shape[-1] != action_dim:
+        raise ValueError(f"batch['action'] has {batch['action'].shape[-1]} dims, the agent expects {action_dim}")
+    if b % multiple_of:
+        raise ValueError(f"batch size {b} must be a multiple of utd_ratio={multiple_of}")
+    if batch["obs"]["state"].shape[-1] != spec.state_dim:
+        raise ValueError(f"batch['obs']['state'] has {batch['obs']['state'].shape[-1]} dims, the agent "
+                         f"expects {spec.state_dim}")
+
+
+def make_snapshot(agent, kind: str, encoder, actor, encoder_params, actor_params, actor_config: dict) -> Snapshot:
+    return Snapshot(kind=kind, encoder_config=encoder_config(encoder), actor_config=actor_config,
+                    params={"encoder": jax.tree_util.tree_map(np.asarray, encoder_params or {}),
+                            "actor": jax.tree_util.tree_map(np.asarray, actor_params)},
+                    obs_spec=agent.obs_spec, state_mean=np.asarray(agent.state_mean),
+                    state_std=np.asarray(agent.state_std), action_scale=agent.action_scale,
+                    step=int(agent.step))
+
+
+def actor_fields(actor) -> dict:
+    return {f.name: getattr(actor, f.name) for f in dataclasses.fields(actor)
+            if f.name not in ("parent", "name")}

@@ -1,0 +1,214 @@
+"""SAC with the RLPD options (Ball et al. 2023): a LayerNorm critic ensemble of E with a random subset-min
+of M for targets, G critic updates per call (update-to-data ratio) inside one jit, entropy backup on or off
+and temperature auto-tuning. The core of SERL, HIL-SERL, RLPD and WSRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from dojo.learners import common
+from dojo.policies import networks as nets
+from dojo.policies.snapshot import policy_apply
+from dojo.policies.spaces import ActionScale, ObsSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(common.EncoderFields):
+    """RLPD's published defaults (rlpd/configs/rlpd_config.py, sac_config.py)."""
+
+    agent_name: str = "sac"
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temp_lr: float = 3e-4
+    batch_size: int = 256  # per critic update; one call consumes utd_ratio * batch_size transitions
+    hidden_dims: tuple[int, ...] = (256, 256)
+    num_qs: int = 10  # ensemble size E
+    num_min_qs: int = 2  # target = min over a random subset of M
+    critic_layer_norm: bool = True
+    actor_layer_norm: bool = False
+    discount: float = 0.99  # handed to the sampler; the batch's "discount" already holds gamma^n
+    tau: float = 0.005
+    init_temperature: float = 1.0
+    target_entropy: float | None = None  # None: -action_dim / 2 (RLPD)
+    backup_entropy: bool = True
+    utd_ratio: int = 20
+    demo_ratio: float = 0.5  # share of each batch drawn from demos (symmetric sampling)
+
+
+def get_config(**overrides) -> Config:
+    return Config(**overrides)
+
+
+def get_sac_config(**overrides) -> Config:
+    """Plain SAC (Haarnoja et al.): twin critics, no LayerNorm, one update per env step."""
+    base = dict(num_qs=2, num_min_qs=2, critic_layer_norm=False, utd_ratio=1, demo_ratio=0.0,
+                target_entropy=None)
+    return Config(**{**base, **overrides})
+
+
+@functools.lru_cache(maxsize=None)
+def _modules(config: Config, spec: ObsSpec, action_dim: int):
+    encoder = common.make_encoder(config, spec)
+    critic = nets.CriticEnsemble(encoder, config.hidden_dims, config.num_qs, config.critic_layer_norm)
+    target_critic = nets.CriticEnsemble(encoder, config.hidden_dims, config.num_min_qs, config.critic_layer_norm)
+    actor = nets.Actor(action_dim, config.hidden_dims, config.actor_layer_norm, tanh_squash=True)
+    return encoder, critic, target_critic, actor
+
+
+def _optimisers(config: Config):
+    return optax.adam(config.critic_lr), optax.adam(config.actor_lr), optax.adam(config.temp_lr)
+
+
+def subset_min_target(next_qs, reward, discount, next_log_prob, temperature, backup_entropy: bool):
+    """Bellman target from the M subsampled target critics: r + discount * (min_m Q_m - alpha * log pi).
+
+    next_qs (M, B); reward, discount, next_log_prob (B,). `discount` is 0 at terminals.
+    """
+    next_v = next_qs.min(axis=0)
+    if backup_entropy:
+        next_v = next_v - temperature * next_log_prob
+    return reward + discount * next_v
+
+
+def subsample_heads(params: dict, idx) -> dict:
+    """Keep ensemble members `idx` of the critic heads (the encoder is shared, untouched)."""
+    params = dict(params)
+    params["heads"] = jax.tree_util.tree_map(lambda p: p[idx], params["heads"])
+    return params
+
+
+class SACAgent(flax.struct.PyTreeNode):
+    rng: jax.Array
+    step: jax.Array
+    critic_params: dict
+    target_critic_params: dict
+    actor_params: dict
+    log_temp: jax.Array
+    critic_opt: optax.OptState
+    actor_opt: optax.OptState
+    temp_opt: optax.OptState
+    state_mean: jax.Array
+    state_std: jax.Array
+    config: Config = flax.struct.field(pytree_node=False)
+    obs_spec: ObsSpec = flax.struct.field(pytree_node=False)
+    action_scale: ActionScale = flax.struct.field(pytree_node=False)
+
+    @property
+    def modules(self):
+        return _modules(self.config, self.obs_spec, self.action_scale.dim)
+
+    @property
+    def target_entropy(self) -> float:
+        t = self.config.target_entropy
+        return -self.action_scale.dim / 2 if t is None else t
+
+    def critic_loss(self, critic_params, batch, rng):
+        """One RLPD critic step's loss on a minibatch whose obs are already preprocessed."""
+        _, critic, target_critic, actor = self.modules
+        k_idx, k_act = jax.random.split(rng)
+        next_feats = critic.apply({"params": self.critic_params}, batch["next_obs"], method="encode")
+        mean, log_std = actor.apply({"params": self.actor_params}, next_feats)
+        next_action, next_logp = nets.sample_and_log_prob(k_act, mean, log_std, True)
+        idx = jax.random.choice(k_idx, self.config.num_qs, (self.config.num_min_qs,), replace=False)
+        next_qs = target_critic.apply({"params": subsample_heads(self.target_critic_params, idx)},
+                                      batch["next_obs"], next_action)
+        target = subset_min_target(next_qs, batch["reward"], batch["discount"], next_logp,
+                                   jnp.exp(self.log_temp), self.config.backup_entropy)
+        qs = critic.apply({"params": critic_params}, batch["obs"], batch["action"])
+        loss = ((qs - jax.lax.stop_gradient(target)[None]) ** 2).mean()
+        return loss, {"critic_loss": loss, "q": qs.mean(), "target_q": target.mean()}
+
+    def actor_loss(self, actor_params, batch, rng):
+        _, critic, _, actor = self.modules
+        feats = jax.lax.stop_gradient(critic.apply({"params": self.critic_params}, batch["obs"], method="encode"))
+        mean, log_std = actor.apply({"params": actor_params}, feats)
+        action, logp = nets.sample_and_log_prob(rng, mean, log_std, True)
+        q = critic.apply({"params": self.critic_params}, feats, action, method="from_features").mean(axis=0)
+        loss = (jnp.exp(self.log_temp) * logp - q).mean()
+        return loss, {"actor_loss": loss, "entropy": -logp.mean()}
+
+    @jax.jit
+    def update(self, batch):
+        """utd_ratio critic updates on consecutive minibatches of `batch`, then one actor and temperature
+        update on the last minibatch. `batch` holds utd_ratio * B transitions."""
+        cfg = self.config
+        common.check_batch(batch, self.obs_spec, self.action_scale.dim, cfg.utd_ratio)
+        critic_opt_def, actor_opt_def, temp_opt_def = _optimisers(cfg)
+        rng, k_aug_o, k_aug_n, k_scan, k_actor = jax.random.split(self.rng, 5)
+        batch = {k: batch[k] for k in ("obs", "next_obs", "action", "reward", "discount")}
+        batch["obs"] = common.preprocess(self, k_aug_o, batch["obs"], augment=True)
+        batch["next_obs"] = common.preprocess(self, k_aug_n, batch["next_obs"], augment=True)
+        minibatches = jax.tree_util.tree_map(lambda x: x.reshape(cfg.utd_ratio, -1, *x.shape[1:]), batch)
+
+        def critic_step(agent, inputs):
+            mb, key = inputs
+            grads, info = jax.grad(agent.critic_loss, has_aux=True)(agent.critic_params, mb, key)
+            updates, opt = critic_opt_def.update(grads, agent.critic_opt, agent.critic_params)
+            params = optax.apply_updates(agent.critic_params, updates)
+            target = nets.soft_update(agent.target_critic_params, params, cfg.tau)
+            return agent.replace(critic_params=params, critic_opt=opt, target_critic_params=target), info
+
+        agent, infos = jax.lax.scan(critic_step, self, (minibatches, jax.random.split(k_scan, cfg.utd_ratio)))
+        info = jax.tree_util.tree_map(lambda x: x[-1], infos)
+
+        last = jax.tree_util.tree_map(lambda x: x[-1], minibatches)
+        grads, actor_info = jax.grad(agent.actor_loss, has_aux=True)(agent.actor_params, last, k_actor)
+        updates, actor_opt = actor_opt_def.update(grads, agent.actor_opt, agent.actor_params)
+        actor_params = optax.apply_updates(agent.actor_params, updates)
+
+        def temp_loss(log_temp):
+            return jnp.exp(log_temp) * (actor_info["entropy"] - self.target_entropy)
+
+        temp_grad = jax.grad(temp_loss)(agent.log_temp)
+        updates, temp_opt = temp_opt_def.update(temp_grad, agent.temp_opt, agent.log_temp)
+        log_temp = optax.apply_updates(agent.log_temp, updates)
+        info = {**info, **actor_info, "temperature": jnp.exp(log_temp)}
+        return agent.replace(rng=rng, step=agent.step + 1, actor_params=actor_params, actor_opt=actor_opt,
+                             log_temp=log_temp, temp_opt=temp_opt), info
+
+    @jax.jit
+    def sample_actions(self, obs, rng=None):
+        """Actions in [-1, 1] for a batch of canonical obs: sampled with `rng`, the mode without."""
+        encoder, _, _, actor = self.modules
+        obs = common.preprocess(self, None, obs, augment=False)
+        params = {"encoder": self.critic_params.get("encoder", {}), "actor": self.actor_params}
+        return policy_apply("gaussian", encoder, actor, params, obs, rng, rng is None)
+
+    def snapshot(self):
+        encoder, _, _, actor = self.modules
+        return common.make_snapshot(self, "gaussian", encoder, actor, self.critic_params.get("encoder"),
+                                    self.actor_params, common.actor_fields(actor))
+
+
+def create(seed: int, obs_space, action_space, config: Config | None = None, obs_stats: dict | None = None):
+    """A fresh agent for a gymnasium obs space (Box or Dict; or an ObsSpec) and a Box action space."""
+    config = config or get_config()
+    if not 1 <= config.num_min_qs <= config.num_qs:
+        raise ValueError(f"num_min_qs must be in [1, num_qs={config.num_qs}], got {config.num_min_qs}")
+    if config.utd_ratio < 1:
+        raise ValueError(f"utd_ratio must be >= 1, got {config.utd_ratio}")
+    spec, scale = common.as_spec(obs_space), common.as_scale(action_space)
+    _, critic, _, actor = _modules(config, spec, scale.dim)
+    rng, k_critic, k_actor = jax.random.split(jax.random.PRNGKey(seed), 3)
+    obs = spec.dummy(1, config.frame_stack)
+    action = jnp.zeros((1, scale.dim))
+    critic_params = critic.init(k_critic, obs, action)["params"]
+    critic_params = common.with_pretrained_trunk(flax.core.unfreeze(critic_params), config, spec)
+    feats = critic.apply({"params": critic_params}, obs, method="encode")
+    actor_params = actor.init(k_actor, feats)["params"]
+    log_temp = jnp.asarray(jnp.log(config.init_temperature), jnp.float32)
+    critic_opt, actor_opt, temp_opt = _optimisers(config)
+    mean, std = common.state_stats(spec, obs_stats)
+    return SACAgent(rng=rng, step=jnp.zeros((), jnp.int32), critic_params=critic_params,
+                    target_critic_params=critic_params, actor_params=actor_params, log_temp=log_temp,
+                    critic_opt=critic_opt.init(critic_params), actor_opt=actor_opt.init(actor_params),
+                    temp_opt=temp_opt.init(log_temp), state_mean=mean, state_std=std, config=config,
+                    obs_spec=spec, action_scale=scale)
