@@ -39,8 +39,8 @@ def wait_for(cond, timeout_s=20.0, what="condition"):
 def make_step(i: int) -> dict:
     """A step whose contents are derived from `i`, so the learner side can check it arrived intact."""
     rng = np.random.default_rng(i)
-    return {"wrist": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "state": rng.standard_normal(9).astype(np.float32),
-            "i": i, "episode_id": i // 20}
+    return {"wrist": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+            "state": rng.standard_normal(9).astype(np.float32), "i": i, "episode_id": i // 20}
 
 
 def digest(step: dict) -> str:
@@ -301,7 +301,8 @@ def test_malformed_and_oversized_messages_are_rejected_and_counted(keys):
     header = msgpack.unpackb(good_frames[0])
     def with_first_array(**change):
         h = msgpack.unpackb(good_frames[0])
-        h["steps"][0]["a"][0] = [*h["steps"][0]["a"][0][:1], change.get("dtype", "|u1"), change.get("shape", [32, 32, 3])]
+        key = h["steps"][0]["a"][0][0]
+        h["steps"][0]["a"][0] = [key, change.get("dtype", "|u1"), change.get("shape", [32, 32, 3])]
         return [pack(h), *good_frames[1:]]
     bad = {
         "bad_header": [[b"\xc1 not msgpack"], [pack([1, 2, 3])], [pack({**header, "v": 99}), *good_frames[1:]],
@@ -407,6 +408,24 @@ def test_backpressure_and_unacked_resend_after_a_failing_store(keys):
     assert status.max_inflight_seen <= 2
     assert stats["hook_errors"] == 1 and calls[1] == calls[2], "the failed batch is offered again"
     assert rec.seqs("actor-0") == list(range(1, 61))
+
+
+def test_learner_that_lost_acked_steps_stops_the_stream_instead_of_looping(keys):
+    """A learner restarted without its store refuses the gap; the journal cannot refill it: a clear error."""
+    journal = MemoryJournal()
+    with LinkServer(Recorder(), keys, port=0, **FAST).start() as first:
+        port = first.port
+        client = LinkClient(journal, first.address, keys, "actor-0", **FAST)
+        for i in range(1, 11):
+            journal.append(make_step(i))
+        wait_for(lambda: client.status().acked_seq == 10, what="10 steps acked")
+    try:
+        with LinkServer(Recorder(), keys, port=port, **FAST).start() as amnesiac:
+            journal.append(make_step(11))
+            wait_for(lambda: client.status().errors.get("journal_gap") == 1, what="the journal gap reported")
+            assert amnesiac.stats()["gaps_refused"] >= 1 and amnesiac.stats().get("steps_stored", 0) == 0
+    finally:
+        client.close()
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "serve":

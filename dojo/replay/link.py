@@ -246,10 +246,6 @@ def encode_steps(first_seq: int, epoch: int, steps: Sequence[Step]) -> list[Any]
     return [_pack(header), *buffers]
 
 
-def _nbytes(frame: Any) -> int:
-    return frame.nbytes if isinstance(frame, np.ndarray) else len(frame)
-
-
 def _check(cond: bool, reason: str, detail: str) -> None:
     if not cond:
         raise LinkProtocolError(reason, detail)
@@ -563,7 +559,8 @@ class LinkServer:
 
     def _serve_params(self, state: _ActorState, now: float, reply_anyway: bool) -> None:
         snap = self._snapshot
-        recently_sent = snap is not None and state.sent_version == snap.version and now - state.sent_at_s < self._timeout_s
+        recently_sent = (snap is not None and state.sent_version == snap.version
+                         and now - state.sent_at_s < self._timeout_s)
         if snap is not None and snap.version > state.params_version and not recently_sent:
             header = {"kind": "params", "version": snap.version, "metadata": snap.metadata, "acked_seq": state.last_seq}
             self._reply(state.identity, header, snap.blob)
@@ -612,7 +609,7 @@ class LinkClient:
     and `status()`, which only take a lock. At most `max_inflight` messages (each <= `batch_steps` steps
     and about `batch_bytes`) wait for an ack; beyond that the journal simply grows. When no ack arrives
     within `timeout_s`, or the learner refuses a gap (after a restart), the client re-sends from the last
-    acked step.
+    acked step. Run one client per actor key: the learner keeps one sequence per key.
     """
 
     def __init__(self, journal: Journal, learner: str, keys_dir: str | os.PathLike, actor: str = "actor-0",
@@ -743,6 +740,15 @@ class LinkClient:
                     break
             if not batch:
                 return
+            if first != self._sent + 1:
+                # The learner wants steps the journal no longer has (the learner lost acked steps):
+                # resending cannot fill that gap, so stop instead of looping on refusals.
+                log.error("journal starts at seq %d but the learner needs %d onwards; streaming stopped",
+                          first, self._sent + 1)
+                with self._lock:
+                    self._errors["journal_gap"] += 1
+                self._stop.set()
+                return
             try:
                 frames = encode_steps(first, self._epoch, batch)
             except ValueError as e:
@@ -789,12 +795,13 @@ class LinkClient:
         _check(_is_int(acked), "bad_header", f"acked_seq must be an int, got {acked!r}")
         with self._lock:
             self._last_heard_s = time.monotonic()
-            if acked > self._acked:
+            newly_acked = acked > self._acked
+            if newly_acked:
                 self._acked = acked
                 while self._inflight and self._inflight[0][0] <= acked:
                     self._inflight.popleft()
-        if acked > 0:
-            self._journal.ack(self._acked)
+        if newly_acked:
+            self._journal.ack(acked)
         if kind == "ack" and header.get("refused"):
             if header["refused"] == "gap" and header.get("epoch") == self._epoch:
                 if acked < self._acked:
@@ -805,7 +812,8 @@ class LinkClient:
                 self._rewind(f"learner holds up to seq {acked}")
             # a hook_error is retried after timeout_s, which paces retries against a failing store
         elif kind == "params":
-            _check(len(frames) == 2 and _is_int(header.get("version")), "bad_header", "params needs a version and a blob")
+            _check(len(frames) == 2 and _is_int(header.get("version")), "bad_header",
+                   "params needs a version and a blob")
             with self._lock:
                 if header["version"] > self._params_version:
                     self._snapshot = Snapshot(header["version"], frames[1], dict(header.get("metadata") or {}))

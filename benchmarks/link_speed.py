@@ -1,0 +1,160 @@
+"""How fast the authenticated actor/learner link streams camera steps, and how quickly it acks and ships params.
+
+The learner is a separate process on loopback whose `on_steps` hook does nothing (the replay store's own
+latency is measured elsewhere). Prints one JSON line. Reproduce: `.venv/bin/python benchmarks/link_speed.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from dojo.replay.link import LinkClient, LinkServer, MemoryJournal, create_keys, encode_steps
+
+SNAPSHOT_BYTES = 1_000_000
+SNAPSHOT_PERIOD_S = 1.0
+
+
+def make_steps(n_distinct: int) -> list[dict]:
+    """Steps as an actor with two 128x128 RGB cameras produces them (cycled, to keep memory small)."""
+    rng = np.random.default_rng(0)
+    return [{"front": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),
+             "wrist": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),
+             "state": rng.standard_normal(24).astype(np.float32), "action": rng.standard_normal(7).astype(np.float32),
+             "reward": 0.0, "terminal": False, "episode_id": 0} for _ in range(n_distinct)]
+
+
+def serve(keys_dir: str) -> None:
+    """The learner process: acks every step, publishes a fresh ~1 MB snapshot every SNAPSHOT_PERIOD_S."""
+    server = LinkServer(lambda actor_id, first_seq, steps: None, keys_dir, port=0)
+    print("READY", server.port, flush=True)
+    blob = np.random.default_rng(1).integers(0, 256, SNAPSHOT_BYTES, dtype=np.uint8).tobytes()
+    version, next_publish_s = 0, time.monotonic() + SNAPSHOT_PERIOD_S
+    while True:
+        server.poll(0.005)
+        if time.monotonic() >= next_publish_s:
+            version += 1
+            # CLOCK_MONOTONIC is shared by processes on one machine, so the actor can time the delivery.
+            server.publish(blob, version, {"published_at_s": time.monotonic()})
+            next_publish_s += SNAPSHOT_PERIOD_S
+
+
+def raw_zmq_steps_per_s(steps: list[dict], n: int) -> float:
+    """Baseline: the same frames over plain PUSH/PULL on loopback, no auth, no acks, no bookkeeping."""
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push.connect(f"tcp://127.0.0.1:{port}")
+    done = threading.Event()
+
+    def receive() -> None:
+        for _ in range(n):
+            pull.recv_multipart(copy=False)
+        done.set()
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    start = time.perf_counter()
+    for i in range(n):
+        push.send_multipart(encode_steps(i + 1, 0, [steps[i % len(steps)]]), copy=False)
+    done.wait()
+    elapsed = time.perf_counter() - start
+    receiver.join()
+    push.close(linger=0)
+    pull.close(linger=0)
+    ctx.term()
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=2000, help="steps streamed flat out for the throughput figure")
+    parser.add_argument("--latency-steps", type=int, default=300, help="steps paced at --rate-hz for the latency")
+    parser.add_argument("--rate-hz", type=float, default=20.0)
+    parser.add_argument("--serve", metavar="KEYS_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve)
+
+    steps = make_steps(16)
+    bytes_per_step = sum(v.nbytes for v in steps[0].values() if isinstance(v, np.ndarray))
+    raw_rate = raw_zmq_steps_per_s(steps, args.steps)
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        keys = create_keys(run_dir, ["actor-0"])
+        learner = subprocess.Popen([sys.executable, __file__, "--serve", str(keys)], stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(learner.stdout.readline().split()[1])
+            journal = MemoryJournal()
+            with LinkClient(journal, f"127.0.0.1:{port}", str(keys), "actor-0") as client:
+                while not client.status().connected:
+                    time.sleep(0.01)
+
+                # Throughput: the control loop hands over steps as fast as it can; time until all are acked.
+                start = time.perf_counter()
+                for i in range(args.steps):
+                    journal.append(steps[i % len(steps)])
+                while client.status().acked_seq < args.steps:
+                    time.sleep(0.001)
+                link_rate = args.steps / (time.perf_counter() - start)
+
+                # Latency at a control rate: step appended -> learner's ack seen by the actor. Snapshots
+                # published by the learner meanwhile are timed from publish() to the actor holding them.
+                appended_s: dict[int, float] = {}
+                latencies_s, snapshot_s = [], []
+                version = client.status().params_version
+                period_s = 1.0 / args.rate_hz
+                next_s = time.monotonic()
+                acked = client.status().acked_seq
+                for i in range(args.latency_steps):
+                    appended_s[journal.append(steps[i % len(steps)])] = time.monotonic()
+                    next_s += period_s
+                    while time.monotonic() < next_s:
+                        now_acked = client.status().acked_seq
+                        now = time.monotonic()
+                        latencies_s += [now - appended_s[s] for s in range(acked + 1, now_acked + 1)]
+                        acked = now_acked
+                        snap = client.latest_params()
+                        if snap is not None and snap.version > version:
+                            if version >= 0:  # the first one may have waited for the connection
+                                snapshot_s.append(now - snap.metadata["published_at_s"])
+                            version = snap.version
+                        time.sleep(0.001)
+                status = client.status()
+        finally:
+            learner.kill()
+            learner.wait()
+
+    lat_ms = np.array(latencies_s) * 1000
+    snap_ms = np.array(snapshot_s) * 1000
+    print(json.dumps({
+        "benchmark": "link_speed",
+        "steps_per_s": round(link_rate, 1),
+        "target_steps_per_s": 200,
+        "bytes_per_step": bytes_per_step,
+        "mb_per_s": round(link_rate * bytes_per_step / 1e6, 1),
+        "raw_zmq_steps_per_s": round(raw_rate, 1),
+        "link_over_raw_zmq": round(link_rate / raw_rate, 3),
+        "step_to_ack_ms_p50": round(float(np.percentile(lat_ms, 50)), 2),
+        "step_to_ack_ms_p99": round(float(np.percentile(lat_ms, 99)), 2),
+        "step_to_ack_samples": len(lat_ms),
+        "latency_rate_hz": args.rate_hz,
+        "snapshot_bytes": SNAPSHOT_BYTES,
+        "snapshot_publish_ms_p50": round(float(np.percentile(snap_ms, 50)), 2) if len(snap_ms) else None,
+        "snapshot_publish_ms_max": round(float(snap_ms.max()), 2) if len(snap_ms) else None,
+        "snapshots": len(snap_ms),
+        "rewinds": status.rewinds,
+        "store": "none: ack after a no-op on_steps hook",
+    }))
+
+
+if __name__ == "__main__":
+    main()
