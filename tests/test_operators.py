@@ -138,6 +138,8 @@ def test_factory_and_bad_config(pick_env):
     assert isinstance(op, InterveningOperator) and op.takeover_steps == 7
     with pytest.raises(ValueError, match="mode must be 'scripted' or 'intervening', got 'lazy'"):
         make_teleop("sim-operator", env=pick_env, mode="lazy")
+    with pytest.raises(ValueError, match=r"unknown scripted sim operator option\(s\) \['rule'\]"):
+        make_teleop("sim-operator", env=pick_env, rule="value")  # rules belong to the intervening mode
     with pytest.raises(ValueError, match="rule must be one of .* got 'vibes'"):
         InterveningOperator(pick_env, rule="vibes")
     with pytest.raises(ValueError, match=r"skill must be a probability in \[0, 1\], got 1.5"):

@@ -15,6 +15,7 @@ Protocol for an operator that watches a policy (the practice loop does this each
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import numpy as np
@@ -166,11 +167,14 @@ class InterveningOperator(Teleop):
 
 def make_operator(env: RobotEnv, mode: str = "scripted", **config) -> Teleop:
     """`mode` "scripted" -> ScriptedOperator, "intervening" -> InterveningOperator; `config` their arguments."""
-    if mode == "scripted":
-        return ScriptedOperator(env, **config)
-    if mode == "intervening":
-        return InterveningOperator(env, **config)
-    raise ValueError(f"sim operator mode must be 'scripted' or 'intervening', got {mode!r}")
+    classes = {"scripted": ScriptedOperator, "intervening": InterveningOperator}
+    if mode not in classes:
+        raise ValueError(f"sim operator mode must be 'scripted' or 'intervening', got {mode!r}")
+    accepted = set(inspect.signature(classes[mode].__init__).parameters) - {"self", "env"}
+    unknown = set(config) - accepted
+    if unknown:
+        raise ValueError(f"unknown {mode} sim operator option(s) {sorted(unknown)}; expected some of {sorted(accepted)}")
+    return classes[mode](env, **config)
 
 
 def run_episodes(env: RobotEnv, operator: Teleop, episodes: int, seed: int = 0,
