@@ -1,7 +1,8 @@
 """The actor/learner link over real authenticated sockets on loopback, with real learner processes killed.
 
-Run as a script (`python tests/test_link.py serve KEYS PORT RECORD`) it is the learner process the fault
-tests start and SIGKILL: it appends every stored step to RECORD (fsync'd) before the link acks it.
+Run as a script (`python tests/test_link.py serve KEYS PORT RECORD [DIE_AFTER_SEQ]`) it is the learner
+process the fault tests start and SIGKILL: it appends every stored step to RECORD (fsync'd) before the link
+acks it, and with DIE_AFTER_SEQ it SIGKILLs itself once that step is stored but before it is acked.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def keys(tmp_path):
 # ------------------------------------------------------------------------------------ the learner process
 
 
-def serve(keys_dir: str, port: str, record: str) -> None:
+def serve(keys_dir: str, port: str, record: str, die_after_seq: str = "0") -> None:
     """Learner process: durable record file first, ack second; resumes from the record after a restart."""
     last: dict[str, int] = {}
     if os.path.exists(record):
@@ -86,6 +87,8 @@ def serve(keys_dir: str, port: str, record: str) -> None:
         lines = "".join(f"{actor_id} {first_seq + k} {s['i']} {digest(s)}\n" for k, s in enumerate(steps))
         os.write(fd, lines.encode())
         os.fsync(fd)
+        if 0 < int(die_after_seq) < first_seq + len(steps):
+            os.kill(os.getpid(), signal.SIGKILL)  # stored durably, never acked: the worst moment to die
 
     server = LinkServer(on_steps, keys_dir, port=int(port), last_seq_by_actor=last, **FAST)
     print("READY", server.port, flush=True)
@@ -93,8 +96,8 @@ def serve(keys_dir: str, port: str, record: str) -> None:
         server.poll(0.05)
 
 
-def start_learner(keys, port, record) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "serve", str(keys), str(port), str(record)],
+def start_learner(keys, port, record, die_after_seq=0) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, "serve", str(keys), str(port), str(record), str(die_after_seq)],
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("READY"), f"learner process did not start: {line!r}"
@@ -201,15 +204,20 @@ def stream(journal, n_total, rate_hz, stop_when=None):
             return
 
 
-def test_exactly_once_across_learner_sigkill_and_restart(tmp_path, keys):
+@pytest.mark.parametrize("when", ["from_outside", "between_store_and_ack"])
+def test_exactly_once_across_learner_sigkill_and_restart(tmp_path, keys, when):
     record, port = tmp_path / "record.txt", free_port()
-    learner = start_learner(keys, port, record)
+    learner = start_learner(keys, port, record, die_after_seq=40 if when == "between_store_and_ack" else 0)
     journal = MemoryJournal()
     client = LinkClient(journal, f"127.0.0.1:{port}", keys, "actor-0", batch_steps=4, **FAST)
     try:
-        stream(journal, 10_000, 100, stop_when=lambda: client.status().acked_seq >= 40)
-        learner.send_signal(signal.SIGKILL)
-        learner.wait()
+        if when == "from_outside":
+            stream(journal, 10_000, 100, stop_when=lambda: client.status().acked_seq >= 40)
+            learner.send_signal(signal.SIGKILL)
+        else:
+            stream(journal, 10_000, 100, stop_when=lambda: learner.poll() is not None)
+            assert client.status().acked_seq < 40 <= read_record(record)[-1][1], "stored but not acked"
+        assert learner.wait() == -signal.SIGKILL
         killed_at = journal.last_seq()
         # The actor goes on acting; the link notices the learner is gone and the journal grows.
         stream(journal, killed_at + 10_000, 100, stop_when=lambda: not client.status().connected)
@@ -428,5 +436,5 @@ def test_learner_that_lost_acked_steps_stops_the_stream_instead_of_looping(keys)
         client.close()
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "serve":
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "serve":
     serve(*sys.argv[2:])

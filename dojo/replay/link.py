@@ -590,7 +590,7 @@ class LinkStatus:
     """What the actor knows about its link, for logs and progress displays."""
 
     connected: bool  # heard from the learner within timeout_s
-    silent_for_s: float  # since the learner was last heard from
+    silent_for_s: float  # since the learner was last heard from (or since the client started)
     auth_rejected: bool  # the learner refused this actor's key at the last handshake
     acked_seq: int
     sent_seq: int
@@ -637,8 +637,9 @@ class LinkClient:
         self._rewinds = 0
         self._errors: collections.Counter[str] = collections.Counter()
         self._auth_rejected = False
-        self._last_heard_s = time.monotonic() - timeout_s  # "not connected" until the learner answers
-        self._was_connected = False
+        self._started_s = time.monotonic()
+        self._last_heard_s = self._started_s - timeout_s  # "not connected" until the learner answers
+        self._reported_unreachable = False
         self._stop = threading.Event()
 
         self._ctx = zmq.Context()
@@ -672,7 +673,8 @@ class LinkClient:
         now = time.monotonic()
         with self._lock:
             return LinkStatus(
-                connected=now - self._last_heard_s < self._timeout_s, silent_for_s=now - self._last_heard_s,
+                connected=now - self._last_heard_s < self._timeout_s,
+                silent_for_s=now - max(self._last_heard_s, self._started_s),
                 auth_rejected=self._auth_rejected, acked_seq=self._acked, sent_seq=self._sent,
                 journal_seq=self._journal.last_seq(), inflight=len(self._inflight),
                 max_inflight_seen=self._max_inflight_seen, rewinds=self._rewinds,
@@ -839,12 +841,12 @@ class LinkClient:
                 self._auth_rejected = rejected
 
     def _report_connectivity(self, now: float) -> None:
-        connected = now - self._last_heard_s < self._timeout_s
-        if connected != self._was_connected:
-            self._was_connected = connected
-            unacked = self._journal.last_seq() - self._acked
-            if connected:
-                log.info("learner at %s reachable; %d steps to send", self.learner, unacked)
-            else:
-                log.warning("learner at %s unreachable (silent %.1f s); acting on, %d steps unacked in the journal",
-                            self.learner, now - self._last_heard_s, unacked)
+        silent_s = now - max(self._last_heard_s, self._started_s)  # a new client gets timeout_s to connect
+        unacked = self._journal.last_seq() - self._acked
+        if silent_s >= self._timeout_s and not self._reported_unreachable:
+            self._reported_unreachable = True
+            log.warning("learner at %s unreachable (silent %.1f s); acting on, %d steps unacked in the journal",
+                        self.learner, silent_s, unacked)
+        elif silent_s < self._timeout_s and self._reported_unreachable:
+            self._reported_unreachable = False
+            log.info("learner at %s reachable again; %d steps to send", self.learner, unacked)
