@@ -173,7 +173,8 @@ def make_operator(env: RobotEnv, mode: str = "scripted", **config) -> Teleop:
     accepted = set(inspect.signature(classes[mode].__init__).parameters) - {"self", "env"}
     unknown = set(config) - accepted
     if unknown:
-        raise ValueError(f"unknown {mode} sim operator option(s) {sorted(unknown)}; expected some of {sorted(accepted)}")
+        raise ValueError(f"unknown {mode} sim operator option(s) {sorted(unknown)}; "
+                         f"expected some of {sorted(accepted)}")
     return classes[mode](env, **config)
 
 

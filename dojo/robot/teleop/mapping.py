@@ -39,7 +39,8 @@ class RawInput:
 
 def _six(name: str, value, lo: float, hi: float) -> np.ndarray:
     """A scalar or 6 numbers as a (6,) array, each within [lo, hi]."""
-    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (6,)) if np.ndim(value) == 0 else np.asarray(value, float)
+    arr = np.asarray(value, dtype=np.float64)
+    arr = np.full(6, float(arr)) if arr.ndim == 0 else arr
     if arr.shape != (6,) or not np.all(np.isfinite(arr)) or np.any(arr < lo) or np.any(arr > hi):
         raise ValueError(f"{name} must be one number or 6 numbers (x y z rx ry rz) in [{lo}, {hi}], got {value!r}")
     return arr.copy()
