@@ -418,6 +418,30 @@ def test_backpressure_and_unacked_resend_after_a_failing_store(keys):
     assert rec.seqs("actor-0") == list(range(1, 61))
 
 
+@pytest.mark.parametrize("journal_kept", ["only_unacked", "everything"])
+def test_restarted_actor_resumes_from_the_learners_acked_seq(keys, journal_kept):
+    """A new client on a journal that survived the actor: it sends only what the learner lacks."""
+    rec = Recorder()
+    journal = MemoryJournal()
+    with LinkServer(rec, keys, port=0, **FAST).start() as server:
+        with LinkClient(journal, server.address, keys, "actor-0", **FAST) as first_run:
+            for i in range(1, 11):
+                journal.append(make_step(i))
+            wait_for(lambda: first_run.status().acked_seq == 10, what="10 steps acked")
+        if journal_kept == "everything":  # a journal that never recorded the acks
+            journal = MemoryJournal()
+            for i in range(1, 11):
+                journal.append(make_step(i))
+        for i in range(11, 21):  # committed locally while no client was running
+            journal.append(make_step(i))
+        with LinkClient(journal, server.address, keys, "actor-0", **FAST) as second_run:
+            wait_for(lambda: second_run.status().acked_seq == 20, what="20 steps acked")
+            assert second_run.status().errors == {}
+        assert server.stats().get("duplicates", 0) == 0 and server.stats()["steps_stored"] == 20
+    assert rec.seqs("actor-0") == list(range(1, 21))
+    assert [row[2]["i"] for row in rec.rows] == list(range(1, 21))
+
+
 def test_learner_that_lost_acked_steps_stops_the_stream_instead_of_looping(keys):
     """A learner restarted without its store refuses the gap; the journal cannot refill it: a clear error."""
     journal = MemoryJournal()

@@ -419,15 +419,20 @@ class LinkServer:
     # -- public API --
 
     def publish(self, blob: bytes, version: int, metadata: Mapping[str, Any] | None = None) -> None:
-        """Offer a new parameter snapshot; actors that report an older version receive it (once)."""
-        current = self._snapshot.version if self._snapshot else -1
-        if not _is_int(version) or version <= current:
-            raise ValueError(f"snapshot version must be an int > the last published ({current}), got {version!r}")
-        if len(blob) + 4096 > self._max_message_bytes:
-            raise ValueError(f"snapshot of {len(blob)} bytes exceeds max_message_bytes={self._max_message_bytes}")
+        """Offer a new parameter snapshot; actors that report an older version receive it (once).
+
+        `metadata` must be msgpack-able (str, numbers, bools, None, lists, maps). Actors refuse blobs over
+        their `max_params_bytes`.
+        """
         metadata = dict(metadata or {})
-        _pack(metadata)  # fail here, in the caller's thread, if it cannot travel
+        try:
+            _pack(metadata)  # fail here, in the caller's thread, if it cannot travel
+        except TypeError as e:
+            raise ValueError(f"snapshot metadata must be msgpack-able: {e}") from None
         with self._lock:
+            current = self._snapshot.version if self._snapshot else -1
+            if not _is_int(version) or version <= current:
+                raise ValueError(f"snapshot version must be an int > the last published ({current}), got {version!r}")
             self._snapshot = Snapshot(version, bytes(blob), metadata)
             self._snapshot_dirty = True
 
@@ -443,6 +448,8 @@ class LinkServer:
 
     def poll(self, timeout_s: float = 0.0, max_messages: int = 1000) -> int:
         """Handle whatever has arrived (waiting up to `timeout_s` for the first); return messages handled."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            raise RuntimeError("LinkServer.poll() called while start() serves from its own thread")
         handled = 0
         events = dict(self._poller.poll(int(timeout_s * 1000)))
         if self._monitor in events:
@@ -460,6 +467,9 @@ class LinkServer:
 
     def start(self) -> LinkServer:
         """Serve from a background thread until `close()`."""
+        if self._thread is not None:
+            raise RuntimeError("LinkServer.start() called twice")
+
         def serve() -> None:
             while not self._stop.is_set():
                 self.poll(0.005)
@@ -609,7 +619,9 @@ class LinkClient:
     and `status()`, which only take a lock. At most `max_inflight` messages (each <= `batch_steps` steps
     and about `batch_bytes`) wait for an ack; beyond that the journal simply grows. When no ack arrives
     within `timeout_s`, or the learner refuses a gap (after a restart), the client re-sends from the last
-    acked step. Run one client per actor key: the learner keeps one sequence per key.
+    acked step. Steps flow only after the learner's first reply, which tells where its store stands, so a
+    restarted actor resumes from its durable journal. Run one client per actor key: the learner keeps one
+    sequence per key.
     """
 
     def __init__(self, journal: Journal, learner: str, keys_dir: str | os.PathLike, actor: str = "actor-0",
@@ -712,7 +724,8 @@ class LinkClient:
                     if self._try_send([_pack({"v": PROTOCOL_VERSION, "kind": "sync",
                                               "params_version": self._params_version})]):
                         last_sync_s = now
-                self._send_steps()
+                if self._last_heard_s > self._started_s:  # the first reply says where the learner stands
+                    self._send_steps()
                 self._report_connectivity(now)
         except Exception:
             log.exception("link client thread failed; the actor goes on acting but nothing is streamed")
@@ -800,6 +813,8 @@ class LinkClient:
             newly_acked = acked > self._acked
             if newly_acked:
                 self._acked = acked
+                # After an actor restart the learner may hold more than this client sent: start after it.
+                self._sent = max(self._sent, acked)
                 while self._inflight and self._inflight[0][0] <= acked:
                     self._inflight.popleft()
         if newly_acked:
