@@ -15,6 +15,7 @@ Protocol for an operator that watches a policy (the practice loop does this each
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Callable
 
@@ -25,6 +26,7 @@ from dojo.robot.interfaces import Teleop, TeleopCommand
 from dojo.sim.experts import make_expert
 
 RULES = ("deviation", "value")
+BUTTONS = ("success", "fail", "rerecord", "discard", "estop")
 
 
 def action_to_command(env: RobotEnv, action: np.ndarray, intervene: bool = True) -> TeleopCommand:
@@ -50,10 +52,12 @@ class ScriptedOperator(Teleop):
     random action (gripper included, so it may drop what it holds). Gaussian `noise_std` (action units)
     is added to every good action. On pick_cube with 100-step episodes, skill=0.75 and lapse_steps=5
     give about 50% success (see tests/test_operators.py); skill=1, noise_std=0 is the expert.
+    `buttons` scripts a person's button presses: {(episode, step): "success" | "fail" | "rerecord" |
+    "discard" | "estop"}, episodes counted by `reset()` calls from 0 and steps by `read()` calls in it.
     """
 
     def __init__(self, env: RobotEnv, skill: float = 1.0, noise_std: float = 0.0, lapse_steps: int = 5,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, buttons: dict[tuple[int, int], str] | None = None) -> None:
         if not 0.0 <= skill <= 1.0:
             raise ValueError(f"skill must be a probability in [0, 1], got {skill!r}")
         if not (np.isfinite(noise_std) and noise_std >= 0):
@@ -65,6 +69,11 @@ class ScriptedOperator(Teleop):
         self.skill, self.noise_std, self.lapse_steps = float(skill), float(noise_std), lapse_steps
         self.rng = np.random.default_rng(seed)
         self._lapse_left, self._lapse_action = 0, None
+        self.buttons = dict(buttons or {})
+        for key, button in self.buttons.items():
+            if button not in BUTTONS:
+                raise ValueError(f"scripted button at {key} must be one of {BUTTONS}, got {button!r}")
+        self._episode, self._step = -1, 0
 
     def action(self) -> np.ndarray:
         """What this operator does now, in the env's action space."""
@@ -80,10 +89,14 @@ class ScriptedOperator(Teleop):
         return np.clip(expert, -1.0, 1.0).astype(np.float32)
 
     def read(self) -> TeleopCommand:
-        return action_to_command(self.env, self.action())
+        cmd = action_to_command(self.env, self.action())
+        button = self.buttons.get((self._episode, self._step))
+        self._step += 1
+        return dataclasses.replace(cmd, **{button: True}) if button else cmd
 
     def reset(self) -> None:
         self._lapse_left = 0
+        self._episode, self._step = self._episode + 1, 0
 
 
 class InterveningOperator(Teleop):
