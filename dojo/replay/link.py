@@ -667,7 +667,12 @@ class LinkClient:
         sock.setsockopt(zmq.HEARTBEAT_TTL, int(timeout_s * 1000))
         if ":" in host.strip("[]"):
             sock.ipv6 = True
-        sock.connect(f"tcp://{_bracket(host.strip('[]'))}:{port}")
+        try:
+            sock.connect(f"tcp://{_bracket(host.strip('[]'))}:{port}")
+        except zmq.ZMQError as e:
+            sock.close()
+            self._ctx.term()
+            raise ValueError(f"cannot connect to learner address {learner!r}: {e.strerror}") from None
         self._sock = sock
         self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
                                                 | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
