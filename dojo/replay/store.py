@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -156,15 +157,16 @@ class _DurableLocalStore(LocalStore):
         self.dirty_dirs.add(path.parent)
 
     def sync_dirs(self, pool: concurrent.futures.Executor) -> None:
-        def sync(d: Path) -> None:
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
         dirs, self.dirty_dirs = self.dirty_dirs, set()
-        list(pool.map(sync, dirs))
+        list(pool.map(_fsync_dir, dirs))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _wrap(what: str, fn: Callable[[], Any]) -> Any:
@@ -251,7 +253,7 @@ def _read_commit(path: Path) -> tuple[zarr.Group, dict, dict]:
         )
     if not isinstance(commit, dict):
         raise StoreError(f"{path}: the commit record (group attribute 'commit') is missing")
-    for field in ("rows", "episodes", "sequence"):
+    for field in ("rows", "episodes", "sequence", "discards"):
         value = commit.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise StoreError(f"{path}: commit record field {field!r} is {value!r}, expected an integer >= 0")
@@ -343,7 +345,7 @@ class StoreReader:
             values["start_time_s"] = float(values["start_time_s"])
             self.episodes.append(EpisodeInfo(index=old_eps + i, **values))
         self._check_episode_table(old_eps, rows)
-        self.num_rows, self.sequence = rows, commit["sequence"]
+        self.num_rows, self.sequence, self.discards = rows, commit["sequence"], commit["discards"]
 
     def _array(self, name: str, need: int) -> zarr.Array:
         arr = self._arrays.get(name)
@@ -425,6 +427,20 @@ class StoreReader:
         if f"data/{key}" not in self._arrays:
             raise KeyError(f"{key!r} is not an array of this store; it has {sorted(self._data_keys())}")
         return self._read(f"data/{key}", start, stop)
+
+    def read_rows(self, keys: tuple[str, ...], start: int, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Committed rows [start, stop) of several arrays, safe against a writer that discards
+        its open episode meanwhile (it wipes those rows): re-reads the commit record after
+        reading, and reads again if a discard happened (a seqlock)."""
+        for _ in range(100):
+            discards = self.discards
+            rows = {k: self.read(k, start, min(self.num_rows, self.num_rows if stop is None else stop))
+                    for k in keys}
+            self._load(check_all_chunks=False)
+            if self.discards == discards:
+                return rows
+            start = min(start, self.num_rows)
+        raise StoreError(f"{self.path}: the writer keeps discarding rows faster than they can be read")
 
     def _data_keys(self) -> list[str]:
         return [k[5:] for k in self._arrays if k.startswith("data/")]
@@ -565,28 +581,29 @@ class EpisodeWriter:
         self.path = Path(path)
         self.commit_interval_s = commit_interval_s
         self._clock = clock
+        self._lock_fd: int | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="replay-writer")
         self._spec = _normalise_spec(obs_spec) if obs_spec is not None else None
         self._action_dim = action_dim
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise StoreError(f"{self.path} is already open by another writer") from None
-        try:
-            self._store = _DurableLocalStore(self.path) if durable else LocalStore(self.path)
-            # Arrays opened under this setting write all-zero chunks too (zarr skips them by
-            # default), so a missing chunk file always means damage, never "all zeros".
-            with zarr.config.set({"array.write_empty_chunks": True}):
-                if (self.path / "zarr.json").exists():
-                    self._open_existing()
-                else:
-                    self._create(mc_gamma, failure_reward)
-        except BaseException:
-            self._release_lock()
-            raise
+        store_type = _DurableLocalStore if durable else LocalStore
+        # Arrays opened under this setting write all-zero chunks too (zarr skips them by
+        # default), so a missing chunk file always means damage, never "all zeros".
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            if not (self.path / "zarr.json").exists():
+                self._create(store_type, mc_gamma, failure_reward)
+            self._lock_fd = os.open(self.path, os.O_RDONLY)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+                raise StoreError(f"{self.path} is already open by another writer") from None
+            try:
+                self._store = store_type(self.path)
+                self._open_existing()
+            except BaseException:
+                self._release_lock()
+                raise
         self._open: dict | None = None  # metadata of the episode being recorded
         self._buf: dict[str, list] = {}
         self._buf_since_s: float | None = None  # when the oldest uncommitted row was added
@@ -596,10 +613,14 @@ class EpisodeWriter:
         self._closed_pending: list[tuple[dict, np.ndarray]] = []  # (meta, mc_return over its rows)
 
     # -- set-up ------------------------------------------------------------------------------
-    def _create(self, mc_gamma: float, failure_reward: float | None) -> None:
-        stray = next(self.path.iterdir(), None)
-        if stray is not None:
-            raise StoreError(f"{self.path} is not empty and has no zarr.json (found {stray.name}): not a store")
+    def _create(self, store_type: type[LocalStore], mc_gamma: float, failure_reward: float | None) -> None:
+        """Build an empty store beside `path` and rename it into place: a crash during creation
+        leaves no half-made store, only a hidden `.NAME.creating-*` directory."""
+        if self.path.exists() and next(self.path.iterdir(), None) is not None:
+            raise StoreError(f"{self.path} is not empty and has no zarr.json: not a replay store")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.creating-{uuid.uuid4().hex}")
+        self._store = store_type(tmp)
         self._group = zarr.open_group(store=self._store, mode="w-")
         self._fmt = {
             "format_version": FORMAT_VERSION,
@@ -610,16 +631,22 @@ class EpisodeWriter:
             "obs_spec": None,
             "action_dim": None,
         }
-        self._meta = {
-            k: self._group.create_array(f"meta/{k}", shape=(0,), dtype=dt, chunks=(1024,),
-                                        compressors=BloscCodec(cname="zstd", clevel=3))
-            for k, dt in META_DTYPES.items()
-        }
+        for k, dt in META_DTYPES.items():
+            self._group.create_array(f"meta/{k}", shape=(0,), dtype=dt, chunks=(1024,),
+                                     compressors=BloscCodec(cname="zstd", clevel=3))
         self._data: dict[str, zarr.Array] = {}
-        self._rows, self._episodes, self._sequence = 0, 0, 0
         if self._spec is not None and self._action_dim is not None:
             self._create_data_arrays()
+        self._rows, self._episodes, self._sequence, self._discards = 0, 0, 0, 0
         self._write_commit(open_episode=None)
+        try:
+            os.rename(tmp, self.path)  # atomic; also replaces an empty directory
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (self.path / "zarr.json").exists():  # else another writer created it first
+                raise
+        if store_type is _DurableLocalStore:
+            _fsync_dir(self.path.parent)
 
     def _open_existing(self) -> None:
         for partial in self.path.rglob("*.partial"):  # temp files of writes a crash interrupted
@@ -628,6 +655,7 @@ class EpisodeWriter:
         self._group = zarr.open_group(store=self._store, mode="r+")
         self._fmt = dict(reader.format_attrs)
         self._rows, self._episodes, self._sequence = reader.num_rows, reader.num_episodes, reader.sequence
+        self._discards = reader.discards
         stored_spec = reader.obs_spec
         if self._spec is not None and stored_spec is not None and self._spec != stored_spec:
             raise ValueError(f"obs_spec {self._spec} does not match the store's {stored_spec}")
@@ -637,6 +665,8 @@ class EpisodeWriter:
         self._action_dim = reader.action_dim or self._action_dim
         self._meta = {k: self._group[f"meta/{k}"] for k in META_DTYPES}
         self._data = {}
+        if stored_spec is None and (self.path / "data").exists():
+            shutil.rmtree(self.path / "data")  # arrays a crashed first commit made: not committed
         if stored_spec is not None:
             self._data = {k: self._group[f"data/{k}"] for k in _row_arrays(self._spec, self._action_dim)}
         # Drop rows a crashed writer wrote past its last commit, so they cannot resurface.
@@ -773,6 +803,7 @@ class EpisodeWriter:
             # uncommitted bytes, which the next writer trims.
             self._rows = start
             self._sequence += 1
+            self._discards += 1
             self._write_commit(open_episode=None)
             for arr in self._data.values():
                 chunk = arr.chunks[0]
@@ -813,7 +844,7 @@ class EpisodeWriter:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
-            self._pool.shutdown()
+        self._pool.shutdown()
 
     def _check_obs(self, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not isinstance(obs, Mapping):
@@ -891,6 +922,7 @@ class EpisodeWriter:
             "episodes": self._episodes,
             "open_episode": open_episode,
             "sequence": self._sequence,
+            "discards": self._discards,  # tells a racing reader its open-episode rows went away
             "time_s": time.time(),
         }
         self._group = self._group.update_attributes({"dojo_replay": self._fmt, "commit": record})
