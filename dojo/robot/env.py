@@ -85,6 +85,7 @@ class RobotEnv(gym.Env):
         self.arm.reset_to(self.arm.home_q_rad)
         state = self.arm.state()
         self._home_quat = geometry.quat_normalize(state.ee_quat_wxyz)
+        self.safety.reference_quat_wxyz = self._home_quat
         self._steps = 0
         status = self.task.status(state)
         return self._observe(state), {"success": status.success, "intervened": False, "estop": False}

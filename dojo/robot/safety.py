@@ -20,6 +20,9 @@ class SafetyConfig:
     workspace_max_m: tuple[float, float, float]
     max_step_m: float = 0.05  # largest end-effector translation per control step
     max_step_rad: float = 0.3  # largest end-effector rotation per control step
+    # Orientation bound: the target stays within this angle of the reference (reset) orientation,
+    # so rotation actions cannot wind the wrist into its joint limits. None: unbounded.
+    max_tilt_rad: float | None = None
 
     def __post_init__(self) -> None:
         lo, hi = np.asarray(self.workspace_min_m, float), np.asarray(self.workspace_max_m, float)
@@ -29,7 +32,7 @@ class SafetyConfig:
         if np.any(lo >= hi):
             raise ValueError(f"workspace_box.min_m must be < max_m on every axis, got min={lo.tolist()} "
                              f"max={hi.tolist()}")
-        for name in ("max_step_m", "max_step_rad"):
+        for name in ("max_step_m", "max_step_rad") + (("max_tilt_rad",) if self.max_tilt_rad is not None else ()):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -61,6 +64,7 @@ class SafetyLayer:
         self.box_min_m = np.asarray(config.workspace_min_m, dtype=np.float64)
         self.box_max_m = np.asarray(config.workspace_max_m, dtype=np.float64)
         self.estop = EStop()
+        self.reference_quat_wxyz: np.ndarray | None = None  # set by the env at reset; centre of max_tilt_rad
 
     @staticmethod
     def check_finite(name: str, values: np.ndarray) -> np.ndarray:
@@ -81,4 +85,6 @@ class SafetyLayer:
             step *= self.config.max_step_m / norm
         safe_pos = np.clip(pos_m + step, self.box_min_m, self.box_max_m)
         safe_quat = geometry.quat_limit_step(quat_wxyz, target_quat_wxyz, self.config.max_step_rad)
+        if self.config.max_tilt_rad is not None and self.reference_quat_wxyz is not None:
+            safe_quat = geometry.quat_limit_step(self.reference_quat_wxyz, safe_quat, self.config.max_tilt_rad)
         return safe_pos, safe_quat

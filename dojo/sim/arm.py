@@ -23,8 +23,11 @@ class ControllerGains:
     kd_pos: float = 60.0  # 2 * sqrt(kp): critically damped
     kp_rot: float = 600.0
     kd_rot: float = 49.0
-    kp_null_nm: float = 10.0  # posture stiffness towards home_q, Nm/rad
-    kd_null_nm: float = 2.0
+    kp_null_nm: float = 40.0  # posture stiffness towards home_q, Nm/rad
+    kd_null_nm: float = 8.0
+    lambda_damping: float = 1e-2  # added to J M^-1 J^T's diagonal before inverting it
+    limit_margin_rad: float = 0.2  # joint-limit avoidance starts this close to a limit
+    k_limit_nm: float = 300.0  # its stiffness, Nm/rad, not projected: the limits outrank the task
     max_pos_error_m: float = 0.05  # clamps the pull of a far target, so a big jump cannot whip the arm
     max_rot_error_rad: float = 0.5
 
@@ -49,6 +52,7 @@ class SimArm(Arm):
         self._quat, self._quat_conj, self._err_quat = np.zeros(4), np.zeros(4), np.zeros(4)
         self._err_rot, self._vel6, self._acc, self._force = np.zeros(3), np.zeros(6), np.zeros(6), np.zeros(6)
         self._diag6 = np.diag_indices(6)
+        self._q_lo, self._q_hi = world.model.jnt_range[:self.n_joints].T.copy()
         # Cached views into MjData's fixed buffers (each attribute access would build a new view).
         n, d = self.n_joints, world.data
         self._jac_arm = self._jac[:, :n]
@@ -135,7 +139,8 @@ class SimArm(Arm):
         mujoco.mj_solveM(m, d, self._minv_jt, self._jac)  # rows of M^-1 J^T
         jac = self._jac_arm
         inv_lambda = self._jac @ self._minv_jt.T  # J M^-1 J^T = Lambda^-1, 6x6
-        inv_lambda[self._diag6] += 1e-4  # keeps it positive definite near singularities
+        # Damped near singularities (the wrist is close to one when reaching low): caps the effective mass.
+        inv_lambda[self._diag6] += g.lambda_damping
 
         vel = jac @ self._dq
         pos_err = self.target_pos_m - self._ee_pos
@@ -158,7 +163,12 @@ class SimArm(Arm):
         rhs = self._acc - self._minv_jt[:, :n] @ tau_null
         mujoco.mju_cholFactor(inv_lambda, 0.0)
         mujoco.mju_cholSolve(self._force, inv_lambda, rhs)
-        self._ctrl[:] = jac.T @ self._force + tau_null + self._bias
+        # Joint-limit avoidance: a one-sided spring inside the margin. Without it a joint that reaches its
+        # stop takes a degree of freedom away from the OSC, which then drives the arm away from the target.
+        lower = self._q_lo + g.limit_margin_rad - self._q
+        upper = self._q - (self._q_hi - g.limit_margin_rad)
+        tau_limit = g.k_limit_nm * (np.maximum(lower, 0.0) - np.maximum(upper, 0.0))
+        self._ctrl[:] = jac.T @ self._force + tau_null + tau_limit + self._bias
 
 
 class SimClock(Clock):

@@ -15,8 +15,10 @@ import numpy as np
 # base y axis, end-effector at about (0.45, 0, 0.30) m. Satisfies q6 = q2 - q4 (vertical hand).
 HOME_Q_RAD = np.array([0.0, -0.2614, 0.0, -2.4291, 0.0, 2.1677, np.pi / 4])
 # End-effector target box (base frame). Every corner is reachable with the gripper pointing down.
-WORKSPACE_MIN_M = (0.30, -0.25, 0.015)
+WORKSPACE_MIN_M = (0.35, -0.25, 0.015)
 WORKSPACE_MAX_M = (0.65, 0.25, 0.45)
+# Largest end-effector rotation from the reset orientation (safety bound, keeps the wrist off its limits).
+MAX_TILT_RAD = 0.5
 MAX_GRIPPER_WIDTH_M = 0.08
 PHYSICS_DT_S = 0.002
 
