@@ -187,8 +187,9 @@ def _chunk_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:
 
 def _compressor(row_shape: tuple[int, ...], dtype: np.dtype) -> BloscCodec:
     if np.dtype(dtype) == np.uint8 and len(row_shape) >= 2:
-        # Images: bit-shuffle + fast zstd beat plain zstd on camera-like data (see benchmarks).
-        return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
+        # Images: on camera-like frames bit-shuffle + lz4 encodes ~2x faster than bit-shuffle +
+        # zstd for ~10% more bytes; without bit-shuffle neither compresses noisy pixels at all.
+        return BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
     return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 
 
@@ -889,7 +890,8 @@ class EpisodeWriter:
         jobs = []  # (array, first row, values): one per array, written in parallel
         for name, values in buf.items():
             arr = self._data[name]
-            jobs.append((arr, n0, np.asarray(values, dtype=arr.dtype).reshape(n1 - n0, *arr.shape[1:])))
+            block = np.stack(values) if arr.ndim > 1 else np.asarray(values)  # stack: 10x faster on images
+            jobs.append((arr, n0, block.astype(arr.dtype, copy=False).reshape(n1 - n0, *arr.shape[1:])))
         for k, arr in self._meta.items():
             if self._closed_pending:
                 values = [meta[k] for meta, _ in self._closed_pending]
