@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import fcntl
-import json
 import math
 import os
 import re
@@ -561,6 +560,9 @@ class EpisodeWriter:
 
     Only one writer may hold a store (an flock on its directory). Opening a store a crashed
     writer left behind closes its open episode as unfinished; nothing committed is dropped.
+    `mc_gamma` and `failure_reward` (Cal-QL's rule, None to disable) are fixed when the store
+    is created; an existing store keeps its own. `durable=False` skips fsync (still safe
+    against a killed process, not against a power cut).
     """
 
     def __init__(
@@ -974,7 +976,3 @@ def relabel_rewards(
     finally:
         writer.close()
     return relabelled
-
-
-def store_summary_json(path: str | os.PathLike) -> str:
-    return json.dumps(open_store(path).summary(), sort_keys=True)
