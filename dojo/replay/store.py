@@ -559,7 +559,8 @@ class EpisodeWriter:
         writer.end_episode(obs, success=info["success"])
 
     Only one writer may hold a store (an flock on its directory). Opening a store a crashed
-    writer left behind closes its open episode as unfinished; nothing committed is dropped.
+    writer left behind closes its open episode as unfinished, or with `resume_open_episode`
+    takes it up again so that add_step continues it; nothing committed is dropped.
     `mc_gamma` and `failure_reward` (Cal-QL's rule, None to disable) are fixed when the store
     is created; an existing store keeps its own. `durable=False` skips fsync (still safe
     against a killed process, not against a power cut).
@@ -576,6 +577,7 @@ class EpisodeWriter:
         failure_reward: float | None = 0.0,
         durable: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        resume_open_episode: bool = False,
     ) -> None:
         if not commit_interval_s >= 0:
             raise ValueError(f"commit_interval_s must be >= 0, got {commit_interval_s}")
@@ -588,6 +590,14 @@ class EpisodeWriter:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="replay-writer")
         self._spec = _normalise_spec(obs_spec) if obs_spec is not None else None
         self._action_dim = action_dim
+        self._resume_open_episode = resume_open_episode
+        self._open: dict | None = None  # metadata of the episode being recorded
+        self._buf: dict[str, list] = {}
+        self._buf_since_s: float | None = None  # when the oldest uncommitted row was added
+        self._ep_reward: list[float] = []
+        self._ep_terminal: list[bool] = []
+        self._ended = False  # the open episode saw terminal/truncated: only end_episode may follow
+        self._closed_pending: list[tuple[dict, np.ndarray]] = []  # (meta, mc_return over its rows)
         store_type = _DurableLocalStore if durable else LocalStore
         # Arrays opened under this setting write all-zero chunks too (zarr skips them by
         # default), so a missing chunk file always means damage, never "all zeros".
@@ -607,13 +617,6 @@ class EpisodeWriter:
             except BaseException:
                 self._release_lock()
                 raise
-        self._open: dict | None = None  # metadata of the episode being recorded
-        self._buf: dict[str, list] = {}
-        self._buf_since_s: float | None = None  # when the oldest uncommitted row was added
-        self._ep_reward: list[float] = []
-        self._ep_terminal: list[bool] = []
-        self._ended = False  # the open episode saw terminal/truncated: only end_episode may follow
-        self._closed_pending: list[tuple[dict, np.ndarray]] = []  # (meta, mc_return over its rows)
 
     # -- set-up ------------------------------------------------------------------------------
     def _create(self, store_type: type[LocalStore], mc_gamma: float, failure_reward: float | None) -> None:
@@ -680,18 +683,18 @@ class EpisodeWriter:
             if arr.shape[0] > self._episodes:
                 arr.resize((self._episodes,))
         if reader.open_episode is not None:
-            self._close_crashed_episode(reader)
+            self._reopen_episode(reader)
+            if not self._resume_open_episode:
+                self.close_unfinished()
+                self.flush()
 
-    def _close_crashed_episode(self, reader: StoreReader) -> None:
-        meta = dict(reader.open_episode)
-        start = meta["start_row"]
-        reward = reader.read("reward", start, self._rows)
-        terminal = reader.read("terminal", start, self._rows)
-        mc = mc_return_to_go(reward, terminal, self._fmt["mc_gamma"], self._fmt["failure_reward"])
-        mc[-1] = 0.0  # the last row has no next observation, so no transition: padding like a final row
-        meta.update(stop_row=self._rows, finished=False, success=False)
-        self._closed_pending = [(meta, mc)]
-        self._commit_rows({}, open_episode=None)
+    def _reopen_episode(self, reader: StoreReader) -> None:
+        """Take up the episode a previous writer left open, with its committed rows."""
+        self._open = {k: v for k, v in reader.open_episode.items() if k in META_DTYPES}
+        start = self._open["start_row"]
+        self._ep_reward = reader.read("reward", start, self._rows).tolist()
+        self._ep_terminal = reader.read("terminal", start, self._rows).tolist()
+        self._ended = bool(self._ep_terminal[-1] or reader.read("truncated", self._rows - 1, self._rows)[0])
 
     def _create_data_arrays(self) -> None:
         self._fmt["obs_spec"] = {k: {"shape": list(s), "dtype": str(d)} for k, (s, d) in self._spec.items()}
@@ -814,6 +817,36 @@ class EpisodeWriter:
                 if wipe_stop > start:  # the chunk shared with kept rows: overwrite the dropped part
                     arr[start:wipe_stop] = np.zeros((wipe_stop - start, *arr.shape[1:]), arr.dtype)
                 arr.resize((start, *arr.shape[1:]))
+
+    def abandon(self) -> None:
+        """Release the store without committing what is buffered, as if this process had died; the
+        next writer trims the uncommitted rows."""
+        self._buf, self._buf_since_s, self._closed_pending = {}, None, []
+        self._release_lock()
+
+    def close_unfinished(self) -> None:
+        """Close the open episode as unfinished, as after a crash: its last row becomes a final row
+        with no transition out of it. For a stream whose episode was cut off (an actor that died).
+        Committed with the next flush."""
+        if self._open is None:
+            raise RuntimeError("close_unfinished called with no open episode")
+        if not self._ep_reward:
+            raise ValueError("close_unfinished on an episode with no rows: discard it instead")
+        mc = mc_return_to_go(np.array(self._ep_reward), np.array(self._ep_terminal),
+                             self._fmt["mc_gamma"], self._fmt["failure_reward"])
+        mc[-1] = 0.0  # the last row has no next observation, so no transition: padding like a final row
+        meta = dict(self._open, stop_row=self.num_rows, finished=False, success=False)
+        self._closed_pending.append((meta, mc))
+        self._open = None
+
+    @property
+    def open_episode(self) -> dict | None:
+        """Metadata of the episode being recorded (start_row, source, task, ...), or None."""
+        return None if self._open is None else dict(self._open)
+
+    @property
+    def action_dim(self) -> int | None:
+        return self._action_dim
 
     def flush(self) -> None:
         """Commit everything buffered (steps of the open episode, closed episodes) now."""
