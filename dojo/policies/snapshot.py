@@ -50,8 +50,8 @@ def _to_numpy(tree):
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
-def save_snapshot(path: str, snap: Snapshot) -> None:
-    """Write atomically (temp file, fsync, rename) as msgpack."""
+def snapshot_bytes(snap: Snapshot) -> bytes:
+    """The snapshot as msgpack bytes: what `save_snapshot` writes and the link carries."""
     blob = {
         "version": snap.version, "kind": snap.kind, "step": int(snap.step),
         "encoder_config": _jsonable(snap.encoder_config), "actor_config": _jsonable(snap.actor_config),
@@ -60,9 +60,14 @@ def save_snapshot(path: str, snap: Snapshot) -> None:
         "state_mean": np.asarray(snap.state_mean, np.float32), "state_std": np.asarray(snap.state_std, np.float32),
         "action_low": list(snap.action_scale.low), "action_high": list(snap.action_scale.high),
     }
+    return flax.serialization.msgpack_serialize(blob)
+
+
+def save_snapshot(path: str, snap: Snapshot) -> None:
+    """Write atomically (temp file, fsync, rename) as msgpack."""
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(blob))
+        f.write(snapshot_bytes(snap))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -88,10 +93,17 @@ def load_snapshot(path: str) -> Snapshot:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"policy snapshot {path!r} does not exist")
     with open(path, "rb") as f:
-        blob = flax.serialization.msgpack_restore(f.read())
-    if blob.get("version") != SNAPSHOT_VERSION:
-        raise ValueError(f"snapshot {path!r} has version {blob.get('version')!r}, this dojo reads "
-                         f"version {SNAPSHOT_VERSION}")
+        return snapshot_from_bytes(f.read(), where=repr(path))
+
+
+def snapshot_from_bytes(data: bytes, where: str = "received") -> Snapshot:
+    try:
+        blob = flax.serialization.msgpack_restore(data)
+    except Exception as err:  # msgpack raises several types for damaged bytes
+        raise ValueError(f"snapshot {where} is not a readable msgpack snapshot: {err}") from None
+    if not isinstance(blob, dict) or blob.get("version") != SNAPSHOT_VERSION:
+        version = blob.get("version") if isinstance(blob, dict) else None
+        raise ValueError(f"snapshot {where} has version {version!r}, this dojo reads version {SNAPSHOT_VERSION}")
     spec = blob["obs_spec"]
     cams = spec["cameras"]
     cams = {k: tuple(int(x) for x in (s.values() if isinstance(s, dict) else s)) for k, s in cams.items()}

@@ -7,6 +7,7 @@ next observations are index arithmetic over rows stored once, so images are neve
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 
@@ -15,6 +16,14 @@ import numpy as np
 from dojo.replay.store import SOURCES, Episode, StoreReader, mc_return_to_go
 
 _SOURCE_CODE = {name: code for code, name in enumerate(SOURCES)}
+
+
+@dataclasses.dataclass
+class _Followed:
+    reader: StoreReader
+    obs_keys: tuple[str, ...] | None
+    reward_fn: Callable[[Episode], np.ndarray] | None
+    episodes_read: int = 0
 
 
 class ReplayMirror:
@@ -40,10 +49,7 @@ class ReplayMirror:
         self._episodes: collections.deque[tuple[int, int, int]] = collections.deque()
         self._num_steps = 0
         self._index_cache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._reader: StoreReader | None = None
-        self._episodes_read = 0
-        self._obs_keys: tuple[str, ...] | None = None
-        self._reward_fn: Callable[[Episode], np.ndarray] | None = None
+        self._followed: list[_Followed] = []  # stores this mirror tails
 
     # -- filling -----------------------------------------------------------------------------
     @classmethod
@@ -60,39 +66,53 @@ class ReplayMirror:
         rewards on load (Monte-Carlo returns are then recomputed) without touching the store."""
         reader = store if isinstance(store, StoreReader) else StoreReader(store)
         mirror = cls(capacity_steps, mc_gamma=reader.mc_gamma, failure_reward=reader.failure_reward)
-        mirror._reader, mirror._obs_keys, mirror._reward_fn = reader, obs_keys, reward_fn
-        mirror._load_new_episodes()
+        mirror.follow(reader, obs_keys=obs_keys, reward_fn=reward_fn)
         return mirror
 
-    def tail(self) -> int:
-        """Read episodes the store closed since the last call; return the new steps added."""
-        if self._reader is None:
-            raise RuntimeError("tail() needs a mirror made with ReplayMirror.from_store")
-        self._reader.refresh()
-        return self._load_new_episodes()
+    def follow(self, store: str | os.PathLike | StoreReader, *, obs_keys: tuple[str, ...] | None = None,
+               reward_fn: Callable[[Episode], np.ndarray] | None = None) -> int:
+        """Also hold another store's closed episodes (e.g. demos beside each actor's stream); `tail()`
+        follows it too. Returns the steps added now."""
+        reader = store if isinstance(store, StoreReader) else StoreReader(store)
+        if (reader.mc_gamma, reader.failure_reward) != (self.mc_gamma, self.failure_reward):
+            raise ValueError(f"{reader.path} has mc_gamma={reader.mc_gamma}, failure_reward={reader.failure_reward}; "
+                             f"this mirror holds {self.mc_gamma}, {self.failure_reward}")
+        self._followed.append(_Followed(reader, obs_keys, reward_fn))
+        return self._load_new_episodes(self._followed[-1])
 
-    def _load_new_episodes(self) -> int:
+    def tail(self) -> int:
+        """Read episodes the followed stores closed since the last call; return the new steps added."""
+        if not self._followed:
+            raise RuntimeError("tail() needs a mirror made with ReplayMirror.from_store or follow()")
         added = 0
-        stop = self._reader.num_episodes
-        batch_rows = 0
-        first = self._episodes_read
-        for i in range(self._episodes_read, stop + 1):
-            # Read in blocks of ~64k rows: one zarr read per array per block, bounded memory.
-            if i == stop or batch_rows >= 65536:
-                for ep in self._reader.read_episodes(first, i, self._obs_keys):
-                    added += self._add_stored(ep)
-                first, batch_rows = i, 0
-            if i < stop:
-                batch_rows += self._reader.episodes[i].stop_row - self._reader.episodes[i].start_row
-        self._episodes_read = stop
+        for followed in self._followed:
+            followed.reader.refresh()
+            added += self._load_new_episodes(followed)
         return added
 
-    def _add_stored(self, ep: Episode) -> int:
+    def _load_new_episodes(self, followed: _Followed) -> int:
+        reader = followed.reader
+        added = 0
+        stop = reader.num_episodes
+        batch_rows = 0
+        first = followed.episodes_read
+        for i in range(followed.episodes_read, stop + 1):
+            # Read in blocks of ~64k rows: one zarr read per array per block, bounded memory.
+            if i == stop or batch_rows >= 65536:
+                for ep in reader.read_episodes(first, i, followed.obs_keys):
+                    added += self._add_stored(ep, followed.reward_fn)
+                first, batch_rows = i, 0
+            if i < stop:
+                batch_rows += reader.episodes[i].stop_row - reader.episodes[i].start_row
+        followed.episodes_read = stop
+        return added
+
+    def _add_stored(self, ep: Episode, reward_fn: Callable[[Episode], np.ndarray] | None) -> int:
         if ep.info.num_steps == 0:  # a crashed writer's single committed row: nothing to learn from
             return 0
         reward, mc_return = ep.reward, ep.mc_return
-        if self._reward_fn is not None:
-            reward = np.asarray(self._reward_fn(ep), dtype=np.float32)
+        if reward_fn is not None:
+            reward = np.asarray(reward_fn(ep), dtype=np.float32)
             if reward.shape != ep.reward.shape:
                 raise ValueError(f"reward_fn returned shape {reward.shape}, expected {ep.reward.shape}")
             mc_return = None
