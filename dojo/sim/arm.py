@@ -21,8 +21,8 @@ class ControllerGains:
 
     kp_pos: float = 900.0
     kd_pos: float = 60.0  # 2 * sqrt(kp): critically damped
-    kp_rot: float = 600.0
-    kd_rot: float = 49.0
+    kp_rot: float = 300.0  # softer than translation: fast wrist turns must not drag the end-effector
+    kd_rot: float = 35.0
     kp_null_nm: float = 40.0  # posture stiffness towards home_q, Nm/rad
     kd_null_nm: float = 8.0
     lambda_damping: float = 1e-2  # added to J M^-1 J^T's diagonal before inverting it
@@ -39,7 +39,7 @@ class SimArm(Arm):
     max_gripper_width_m = MAX_GRIPPER_WIDTH_M
 
     def __init__(self, world: SimWorld, home_q_rad: np.ndarray = HOME_Q_RAD,
-                 gains: ControllerGains = ControllerGains(), control_every: int = 2) -> None:
+                 gains: ControllerGains = ControllerGains(), control_every: int = 1) -> None:
         if not (isinstance(control_every, int) and control_every >= 1):
             raise ValueError(f"control_every must be a positive integer of physics steps, got {control_every!r}")
         self.world, self.gains, self.control_every = world, gains, control_every

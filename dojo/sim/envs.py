@@ -10,7 +10,7 @@ from dojo.robot.safety import SafetyConfig
 from dojo.sim.arm import SimArm, SimClock
 from dojo.sim.camera import SimCamera
 from dojo.sim.tasks import TASKS
-from dojo.sim.world import MAX_TILT_RAD, WORKSPACE_MAX_M, WORKSPACE_MIN_M, Randomization, SimWorld
+from dojo.sim.world import MAX_TILT_RAD, Randomization, SimWorld
 
 CAMERA_NAMES = ("front", "wrist")
 GYM_IDS = {"dojo/Reach-v0": "reach", "dojo/PickCube-v0": "pick_cube", "dojo/PegInsert-v0": "peg_insert"}
@@ -38,7 +38,7 @@ def make_env(task: str, obs_mode: str = "state", image_size: tuple[int, int] = (
     if obs_mode != "state" or render_mode == "rgb_array":
         cameras = {name: SimCamera(world, name, image_size) for name in CAMERA_NAMES}
     env = RobotEnv(arm, task_cls(world, dense_reward=dense_reward),
-                   SafetyConfig(workspace_min_m=WORKSPACE_MIN_M, workspace_max_m=WORKSPACE_MAX_M,
+                   SafetyConfig(workspace_min_m=task_cls.workspace_min_m, workspace_max_m=task_cls.workspace_max_m,
                                 max_tilt_rad=MAX_TILT_RAD),
                    config, cameras=cameras, clock=SimClock(arm), render_mode=render_mode)
     if seed is not None:

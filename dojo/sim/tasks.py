@@ -10,7 +10,7 @@ import mujoco
 import numpy as np
 
 from dojo.robot.interfaces import ArmState, Task, TaskStatus
-from dojo.sim.world import SimWorld
+from dojo.sim.world import WORKSPACE_MAX_M, WORKSPACE_MIN_M, SimWorld
 
 
 def _hemisphere(quat_wxyz: np.ndarray) -> np.ndarray:
@@ -23,6 +23,9 @@ def _yaw_quat(yaw_rad: float) -> np.ndarray:
 
 class SimTask(Task):
     objects_xml = ""
+    # End-effector target box for this task (base frame); make_env hands it to the safety layer.
+    workspace_min_m: tuple[float, float, float] = WORKSPACE_MIN_M
+    workspace_max_m: tuple[float, float, float] = WORKSPACE_MAX_M
 
     def __init__(self, world: SimWorld, dense_reward: bool = False) -> None:
         self.world, self.dense_reward = world, bool(dense_reward)
@@ -149,6 +152,9 @@ class PegInsert(SimTask):
     insert_depth_m = 0.02
     # The peg's centre sits this far below the end-effector site, along the site's z axis.
     peg_below_ee_m = 0.005
+    # The held peg reaches 4.5 cm below the end-effector: a floor 5 cm up keeps it off the table,
+    # and still lets it go 3.5 cm into the hole.
+    workspace_min_m = (WORKSPACE_MIN_M[0], WORKSPACE_MIN_M[1], 0.05)
     xy_min_m = (0.42, -0.15)
     xy_max_m = (0.58, 0.15)
 

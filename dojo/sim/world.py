@@ -18,9 +18,9 @@ HOME_Q_RAD = np.array([0.0, -0.2614, 0.0, -2.4291, 0.0, 2.1677, np.pi / 4])
 WORKSPACE_MIN_M = (0.35, -0.25, 0.015)
 WORKSPACE_MAX_M = (0.65, 0.25, 0.45)
 # Largest end-effector rotation from the reset orientation (safety bound, keeps the wrist off its limits).
-MAX_TILT_RAD = 0.5
+MAX_TILT_RAD = 0.35
 MAX_GRIPPER_WIDTH_M = 0.08
-PHYSICS_DT_S = 0.002
+PHYSICS_DT_S = 0.004
 
 # Modified Denavit-Hartenberg parameters of a Franka Panda (a_{i-1}, d_i, alpha_{i-1}), public in
 # Franka's documentation; we only take the kinematics, the shapes and masses below are our own.
