@@ -24,21 +24,22 @@ from dojo.sim import make_env  # noqa: E402
 from dojo.sim.camera import SimCamera  # noqa: E402
 
 
-def env_steps_per_s(task: str, obs_mode: str, n_steps: int, image_size=(128, 128)) -> tuple[float, float]:
-    """Steps/s and simulated seconds per wall second over `n_steps` random-action steps (resets included)."""
+def env_steps_per_s(task: str, obs_mode: str, n_steps: int, image_size=(128, 128)) -> tuple[float, float, float]:
+    """Steps per wall second, simulated seconds per wall second, and steps per CPU second of this
+    process (less sensitive to other load on a shared machine) over `n_steps` random-action steps."""
     env = make_env(task, obs_mode=obs_mode, image_size=image_size)
     actions = np.random.default_rng(0).uniform(-1, 1, (n_steps, env.action_space.shape[0])).astype(np.float32)
     env.reset(seed=0)
     sim_s = 0.0
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for action in actions:
         _, _, terminated, truncated, _ = env.step(action)
         sim_s += env.period_s
         if terminated or truncated:
             env.reset()
-    wall_s = time.perf_counter() - start
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
     env.close()
-    return n_steps / wall_s, sim_s / wall_s
+    return n_steps / wall_s, sim_s / wall_s, n_steps / cpu_s
 
 
 def physics_only_steps_per_s(task: str, n_steps: int) -> float:
@@ -74,15 +75,17 @@ def main() -> None:
     args = parser.parse_args()
 
     physics = physics_only_steps_per_s(args.task, args.state_steps)
-    state_sps, state_rtf = env_steps_per_s(args.task, "state", args.state_steps)
-    pixel_sps, pixel_rtf = env_steps_per_s(args.task, "pixels", args.pixel_steps)
+    state_sps, state_rtf, state_cpu = env_steps_per_s(args.task, "state", args.state_steps)
+    pixel_sps, pixel_rtf, pixel_cpu = env_steps_per_s(args.task, "pixels", args.pixel_steps)
     frame_ms = render_ms(args.task)
     arm = make_env(args.task).arm
     print(json.dumps({
         "task": args.task, "control_hz": 10.0, "physics_dt_s": arm.world.model.opt.timestep,
         "controller_hz": round(1.0 / arm.control_dt_s, 1),
         "state_steps_per_s": round(state_sps, 1), "state_realtime_factor": round(state_rtf, 1),
+        "state_steps_per_cpu_s": round(state_cpu, 1),
         "pixels_steps_per_s": round(pixel_sps, 1), "pixels_realtime_factor": round(pixel_rtf, 1),
+        "pixels_steps_per_cpu_s": round(pixel_cpu, 1),
         "physics_only_steps_per_s": round(physics, 1),
         "state_over_physics_only": round(state_sps / physics, 3),
         "render_ms_per_128px_frame": round(frame_ms, 2),

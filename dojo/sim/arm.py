@@ -50,9 +50,13 @@ class SimArm(Arm):
         self._jacp, self._jacr = self._jac[:3], self._jac[3:]  # views: mj_jacSite fills _jac in place
         self._minv_jt = np.zeros((6, m.nv))
         self._quat, self._quat_conj, self._err_quat = np.zeros(4), np.zeros(4), np.zeros(4)
-        self._err_rot, self._vel6, self._acc, self._force = np.zeros(3), np.zeros(6), np.zeros(6), np.zeros(6)
+        self._err_rot, self._vel6, self._force = np.zeros(3), np.zeros(6), np.zeros(6)
         self._diag6 = np.diag_indices(6)
-        self._q_lo, self._q_hi = world.model.jnt_range[:self.n_joints].T.copy()
+        q_lo, q_hi = world.model.jnt_range[:self.n_joints].T
+        self._q_soft_lo, self._q_soft_hi = q_lo + gains.limit_margin_rad, q_hi - gains.limit_margin_rad
+        self._err6 = np.zeros(6)
+        self._kp6 = np.array([gains.kp_pos] * 3 + [gains.kp_rot] * 3)
+        self._kd6 = np.array([gains.kd_pos] * 3 + [gains.kd_rot] * 3)
         # Cached views into MjData's fixed buffers (each attribute access would build a new view).
         n, d = self.n_joints, world.data
         self._jac_arm = self._jac[:, :n]
@@ -143,31 +147,28 @@ class SimArm(Arm):
         inv_lambda[self._diag6] += g.lambda_damping
 
         vel = jac @ self._dq
-        pos_err = self.target_pos_m - self._ee_pos
-        norm = np.sqrt(pos_err @ pos_err)
+        err = self._err6
+        err[:3] = self.target_pos_m - self._ee_pos
+        norm = np.sqrt(err[:3] @ err[:3])
         if norm > g.max_pos_error_m:
-            pos_err *= g.max_pos_error_m / norm
+            err[:3] *= g.max_pos_error_m / norm
         mujoco.mju_mat2Quat(self._quat, self._ee_mat)
         mujoco.mju_negQuat(self._quat_conj, self._quat)
         mujoco.mju_mulQuat(self._err_quat, self.target_quat_wxyz, self._quat_conj)
         mujoco.mju_quat2Vel(self._err_rot, self._err_quat, 1.0)
         norm = np.sqrt(self._err_rot @ self._err_rot)
-        if norm > g.max_rot_error_rad:
-            self._err_rot *= g.max_rot_error_rad / norm
-        self._acc[:3] = g.kp_pos * pos_err - g.kd_pos * vel[:3]
-        self._acc[3:] = g.kp_rot * self._err_rot - g.kd_rot * vel[3:]
+        err[3:] = self._err_rot if norm <= g.max_rot_error_rad else self._err_rot * (g.max_rot_error_rad / norm)
+        acc = self._kp6 * err - self._kd6 * vel
 
         # Posture torque projected into the task's dynamically consistent nullspace:
         # tau = J^T Lambda (acc - J M^-1 tau_null) + tau_null, one 6x6 Cholesky solve for both terms.
         tau_null = g.kp_null_nm * (self.home_q_rad - self._q) - g.kd_null_nm * self._dq
-        rhs = self._acc - self._minv_jt[:, :n] @ tau_null
         mujoco.mju_cholFactor(inv_lambda, 0.0)
-        mujoco.mju_cholSolve(self._force, inv_lambda, rhs)
-        # Joint-limit avoidance: a one-sided spring inside the margin. Without it a joint that reaches its
-        # stop takes a degree of freedom away from the OSC, which then drives the arm away from the target.
-        lower = self._q_lo + g.limit_margin_rad - self._q
-        upper = self._q - (self._q_hi - g.limit_margin_rad)
-        tau_limit = g.k_limit_nm * (np.maximum(lower, 0.0) - np.maximum(upper, 0.0))
+        mujoco.mju_cholSolve(self._force, inv_lambda, acc - self._minv_jt[:, :n] @ tau_null)
+        # Joint-limit avoidance, a one-sided spring inside the margin (clip(q) - q is zero outside it).
+        # Without it a joint that reaches its stop takes a degree of freedom away from the OSC, which
+        # then drives the arm away from the target.
+        tau_limit = g.k_limit_nm * (np.clip(self._q, self._q_soft_lo, self._q_soft_hi) - self._q)
         self._ctrl[:] = jac.T @ self._force + tau_null + tau_limit + self._bias
 
 
