@@ -12,7 +12,8 @@ from dojo.sim.world import SimWorld
 class SimCamera(Camera):
     """Renders the MJCF camera `name` ("front" or "wrist" in the twin) at `shape` = (height, width) pixels."""
 
-    def __init__(self, world: SimWorld, name: str, shape: tuple[int, int] = (128, 128)) -> None:
+    def __init__(self, world: SimWorld, name: str, shape: tuple[int, int] = (128, 128),
+                 shadows: bool = False) -> None:
         height, width = (int(v) for v in shape)
         if height <= 0 or width <= 0:
             raise ValueError(f"camera shape must be positive (height, width), got {shape!r}")
@@ -23,6 +24,8 @@ class SimCamera(Camera):
             raise ValueError(f"no camera named {name!r} in the twin; expected one of {names}") from None
         self.world, self.name, self.shape = world, name, (height, width)
         self._renderer = mujoco.Renderer(world.model, height, width)
+        # Shadow maps take about 3/4 of a frame's time in software (EGL on CPU) rendering; off by default.
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(shadows)
         self._rgb = np.empty((height, width, 3), dtype=np.uint8)
 
     @property
