@@ -86,8 +86,8 @@ def _look_at_xyaxes(pos, target) -> str:
     return _fmt(np.concatenate([x, y]))
 
 
-FRONT_CAMERA_POS_M = (1.2, -0.4, 0.7)
-FRONT_CAMERA_TARGET_M = (0.42, 0.0, 0.12)
+FRONT_CAMERA_POS_M = (1.0, -0.3, 0.5)
+FRONT_CAMERA_TARGET_M = (0.48, 0.0, 0.1)
 
 
 def build_xml(objects_xml: str = "", image_size: tuple[int, int] = (128, 128)) -> str:
@@ -141,8 +141,10 @@ def build_xml(objects_xml: str = "", image_size: tuple[int, int] = (128, 128)) -
   <actuator>
     {joints}
     <!-- fingers: ctrl is each finger's opening (m); the force cap bounds the grasp force -->
-    <position name="finger_left" joint="finger_left" kp="1500" dampratio="1" ctrlrange="0 {MAX_GRIPPER_WIDTH_M / 2}" forcerange="-40 40"/>
-    <position name="finger_right" joint="finger_right" kp="1500" dampratio="1" ctrlrange="0 {MAX_GRIPPER_WIDTH_M / 2}" forcerange="-40 40"/>
+    <position name="finger_left" joint="finger_left" kp="1500" dampratio="1"
+              ctrlrange="0 {MAX_GRIPPER_WIDTH_M / 2}" forcerange="-40 40"/>
+    <position name="finger_right" joint="finger_right" kp="1500" dampratio="1"
+              ctrlrange="0 {MAX_GRIPPER_WIDTH_M / 2}" forcerange="-40 40"/>
   </actuator>
 </mujoco>"""
 
