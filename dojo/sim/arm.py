@@ -118,6 +118,9 @@ class SimArm(Arm):
         for _ in range(max(1, round(duration_s / self.control_dt_s))):
             self._apply_torques()
             mujoco.mj_step(m, d, self.control_every)
+        # mj_step leaves poses (xpos, site_xpos) from before its last integration; bring them up to
+        # qpos so that states, task features and camera frames all show the same instant.
+        mujoco.mj_forward(m, d)
 
     def _set_target(self, pos: np.ndarray, quat: np.ndarray) -> None:
         self.target_pos_m = pos
