@@ -63,6 +63,8 @@ def _arm_xml() -> str:
   <geom class="link" type="cylinder" size="0.035 0.01" pos="0 0 0.01" mass="0.1"/>
   <geom class="link" type="box" size="0.025 0.095 0.022" pos="0 0 0.04" mass="0.6" rgba="0.85 0.85 0.88 1"/>
   <camera name="wrist" pos="0.07 0 0.03" xyaxes="0 1 0 0.97 0 0.25" fovy="70"/>
+  <!-- ee: between the fingertips, turned so that its frame equals the base frame at home (gripper down):
+       the reported quaternion then starts near (1, 0, 0, 0), far from the w = 0 sign flip -->
   <site name="ee" pos="0 0 0.105" quat="0 1 0 0" size="0.006" rgba="1 0 0 0.6" group="4"/>
   <body name="left_finger" pos="0 0 0.062">
     <joint name="finger_left" class="finger" axis="0 1 0"/>
