@@ -23,7 +23,9 @@ def record_episodes(journal, episodes: int, steps: int, rng, first: int = 0) -> 
 def assert_same_rows(a, b) -> None:
     ra, rb = verify_store(a), verify_store(b)
     assert ra.num_rows == rb.num_rows and ra.num_episodes == rb.num_episodes
-    for key in ("obs/state", "obs/cam", "action", "reward", "terminal", "truncated", "intervened", "mc_return"):
+    assert ra.obs_keys == rb.obs_keys
+    for key in [f"obs/{k}" for k in ra.obs_keys] + ["action", "reward", "terminal", "truncated", "intervened",
+                                                     "mc_return"]:
         np.testing.assert_array_equal(ra.read(key), rb.read(key), err_msg=key)
     for ea, eb in zip(ra.episodes, rb.episodes):
         assert ea == eb

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each module registers its subcommands with `add_parser(subparsers)` and sets `func` on them.
-COMMAND_MODULES = ("cmd_sim", "cmd_teleop", "cmd_record", "cmd_replay", "cmd_learn")
+COMMAND_MODULES = ("cmd_sim", "cmd_teleop", "cmd_record", "cmd_replay", "cmd_learn", "cmd_train")
 
 
 def build_parser() -> argparse.ArgumentParser:

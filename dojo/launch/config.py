@@ -17,7 +17,9 @@ class ConfigError(ValueError):
     pass
 
 
-def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+def load_config(name: str, overrides: Sequence[str] = (), open_sections: Sequence[str] = ()) -> DictConfig:
+    """Load configs/NAME.yaml with overrides. Keys under an `open_sections` prefix may be new (their
+    owner checks them, e.g. an agent's hyperparameters); every other key must exist already."""
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -28,10 +30,12 @@ def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         if not sep or not key:
             raise ConfigError(f"config override must look like key=value, got {item!r}")
         default = OmegaConf.select(config, key, default=_MISSING)
+        if default is _MISSING and any(key.startswith(f"{section}.") for section in open_sections):
+            default = None
         if default is _MISSING:
             raise ConfigError(f"unknown config key {key!r} in {item!r}; known keys: {sorted(_leaf_keys(config))}")
         value = OmegaConf.create({"v": raw} if raw == "" else OmegaConf.from_dotlist([f"v={raw}"]))["v"]
-        OmegaConf.update(config, key, _coerce(key, default, value), merge=False)
+        OmegaConf.update(config, key, _coerce(key, default, value), merge=False, force_add=True)
     OmegaConf.set_readonly(config, True)
     return config
 
