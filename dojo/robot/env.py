@@ -30,6 +30,8 @@ class EnvConfig:
     obs_mode: str = "state"
     max_episode_steps: int = 100
     terminate_on_success: bool = True
+    # Actions a little outside [-1, 1] are clipped; beyond this magnitude they are malformed and raise.
+    max_abs_action: float = 10.0
 
     def __post_init__(self) -> None:
         if self.action_dim not in (4, 7):
@@ -41,6 +43,8 @@ class EnvConfig:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
         if not (self.control_hz > 0 and np.isfinite(self.control_hz)):
             raise ValueError(f"control_hz must be a positive number, got {self.control_hz!r}")
+        if not (np.isfinite(self.max_abs_action) and self.max_abs_action >= 1.0):
+            raise ValueError(f"max_abs_action must be a finite number >= 1, got {self.max_abs_action!r}")
         if not (isinstance(self.max_episode_steps, int) and self.max_episode_steps > 0):
             raise ValueError(f"max_episode_steps must be a positive integer, got {self.max_episode_steps!r}")
 
@@ -94,6 +98,9 @@ class RobotEnv(gym.Env):
         action = SafetyLayer.check_finite("action", action).reshape(-1)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        if np.any(np.abs(action) > self.config.max_abs_action):
+            raise ValueError(f"action must lie in [-1, 1] (|a| <= {self.config.max_abs_action} is clipped), got "
+                             f"{np.array2string(action, precision=4)}; nothing was commanded")
         teleop_cmd = self.teleop.read() if self.teleop is not None else None
         intervened = bool(teleop_cmd is not None and teleop_cmd.intervene)
         if teleop_cmd is not None and teleop_cmd.estop:
