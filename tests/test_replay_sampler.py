@@ -105,7 +105,7 @@ def test_source_ratios() -> None:
     np.testing.assert_allclose(np.bincount(uniform, minlength=4) / 20_000, [3 / 9, 4 / 9, 0, 2 / 9], atol=0.02)
     b = m.sample(10, rng, source_ratio={"demo": 0.3, "prior": 0.7})
     np.testing.assert_array_equal(b["source"], [0] * 3 + [3] * 7)
-    with pytest.raises(ValueError, match="source_ratio key 'youtube' is not a source"):
+    with pytest.raises(ValueError, match="source_ratio key 'youtube' names 'youtube', not a source"):
         m.sample(4, rng, source_ratio={"youtube": 0.5})
     with pytest.raises(ValueError, match=r"asks for 12 > batch_size 10"):
         m.sample(10, rng, source_ratio={"demo": 0.6, "online": 0.6})

@@ -60,6 +60,13 @@ def train_config(overrides, run: Path | None = None):
     from dojo.learners.learner import agent_config  # checks agent.<name> options against the agent
 
     agent_config(cfg)
+    from dojo.rewards.interventions import INTERVENTION_MODES
+
+    if cfg.intervention.mode not in INTERVENTION_MODES:
+        raise ConfigError(f"intervention.mode must be one of {INTERVENTION_MODES}, got {cfg.intervention.mode!r}")
+    operators = ("none", "sim", "spacemouse", "gamepad", "keyboard")
+    if cfg.intervention.operator not in operators:
+        raise ConfigError(f"intervention.operator must be one of {operators}, got {cfg.intervention.operator!r}")
     if cfg.env.obs_mode not in ("state", "pixels", "both"):
         raise ConfigError(f"env.obs_mode must be state, pixels or both, got {cfg.env.obs_mode!r}")
     for key in ("learner.env_steps", "env.max_episode_steps", "env.image_size", "demos.episodes", "eval.episodes"):
@@ -114,7 +121,12 @@ def run_learner(args: argparse.Namespace) -> int:
         obs_space, action_space = env.observation_space, env.action_space
         env.close()
     _setup_logging()
-    learner = Learner(run, cfg, obs_space, action_space)
+    from dojo.rewards.interventions import episode_rlif_reward
+
+    mode = cfg.intervention.mode
+    learner = Learner(run, cfg, obs_space, action_space,
+                      reward_fn=episode_rlif_reward if mode in ("rlif", "both") else None,
+                      copy_interventions=mode in ("hil-serl", "both"))
     install_stop_handlers(learner)
     result = learner.run_until_done(progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
     print(json.dumps(result), flush=True)
@@ -143,6 +155,7 @@ def run_actor(args: argparse.Namespace) -> int:
                                 f"this actor's {cfg.actor.id}.key_secret into {keys}")
     _setup_logging()
     env = make_sim_env(cfg)
+    env.teleop = make_operator_from_config(cfg, env)
     actor = Actor(env, journal_path(cfg, keys), args.learner, keys, ActorConfig(
         actor_id=cfg.actor.id, random_steps=cfg.actor.random_steps, max_lead_steps=cfg.actor.max_lead_steps,
         updates_per_step=cfg.learner.updates_per_step, realtime=cfg.env.realtime, seed=cfg.seed))
@@ -154,6 +167,20 @@ def run_actor(args: argparse.Namespace) -> int:
     env.close()
     print(json.dumps(result), flush=True)
     return 0
+
+
+def make_operator_from_config(cfg, env):
+    """The person (or the twin's simulated operator) who may take over from the policy, or None."""
+    kind = cfg.intervention.operator
+    if kind == "none":
+        return None
+    from dojo.robot.teleop import make_teleop
+
+    if kind == "sim":
+        return make_teleop("sim-operator", env=env, mode="intervening", rule=cfg.intervention.rule,
+                           skill=cfg.intervention.skill, takeover_steps=cfg.intervention.takeover_steps,
+                           seed=cfg.seed)
+    return make_teleop(kind)
 
 
 # --- train ----------------------------------------------------------------------------------------------

@@ -50,7 +50,10 @@ def agent_config(cfg):
 
 
 class Learner:
-    def __init__(self, run_dir: str | Path, cfg, obs_space, action_space) -> None:
+    def __init__(self, run_dir: str | Path, cfg, obs_space, action_space, reward_fn=None,
+                 copy_interventions: bool = False) -> None:
+        """`reward_fn(episode) -> rewards` relabels the actors' episodes as they load (e.g. RLIF);
+        `copy_interventions` also samples intervened steps as demonstrations (HIL-SERL)."""
         self.run, self.cfg = Path(run_dir), cfg
         self.module, self.agent_cfg = agent_config(cfg)
         (self.run / "replay").mkdir(parents=True, exist_ok=True)
@@ -69,7 +72,8 @@ class Learner:
         if cfg.demos.store:
             self.mirror.follow(cfg.demos.store, obs_keys=tuple(obs_space.spaces))
         for sink in self.sinks.values():
-            self.mirror.follow(sink.path, obs_keys=tuple(obs_space.spaces))
+            self.mirror.follow(sink.path, obs_keys=tuple(obs_space.spaces), reward_fn=reward_fn,
+                               copy_interventions=copy_interventions)
         self.server = LinkServer(self._on_steps, self.run / "keys", host=cfg.link.host, port=cfg.link.port,
                                  last_seq_by_actor={a: s.last_seq for a, s in self.sinks.items()})
         self._steps_lock = threading.Lock()
@@ -77,7 +81,8 @@ class Learner:
         # Transitions stored so far: rows less the final row of each finished episode.
         self._online_steps = sum(r.num_rows - sum(e.finished for e in r.episodes) for r in self.readers)
         self.batch_size = self.agent_cfg.batch_size * getattr(self.agent_cfg, "utd_ratio", 1)
-        self.demo_ratio = getattr(self.agent_cfg, "demo_ratio", 0.0) if cfg.demos.store else None
+        self.demo_ratio = getattr(self.agent_cfg, "demo_ratio", 0.0)
+        self.demo_sources = ("demo", "intervention") if copy_interventions else ("demo",)
 
     def _on_steps(self, actor: str, first_seq: int, steps: list[dict]) -> None:
         self.sinks[actor].on_steps(first_seq, steps)
@@ -88,6 +93,14 @@ class Learner:
     def env_steps(self) -> int:
         with self._steps_lock:
             return self._online_steps
+
+    def _source_ratio(self) -> dict | None:
+        """Symmetric sampling (RLPD): demo_ratio of each batch from demonstrations, while there are some."""
+        by_source = self.mirror.steps_by_source()
+        demos = sum(by_source[s] for s in self.demo_sources)
+        if demos == 0 or demos == sum(by_source.values()):
+            return None  # only one side exists yet: sample what there is
+        return {"+".join(self.demo_sources): self.demo_ratio}
 
     def publish(self, done: bool = False) -> None:
         snap = self.agent.snapshot()
@@ -119,9 +132,8 @@ class Learner:
                 may_update = (env_steps >= cfg.start_after_steps and self.mirror.num_steps > 0
                               and self.updates < env_steps * cfg.updates_per_step)
                 if may_update:
-                    ratio = None if self.demo_ratio is None else {"demo": self.demo_ratio}
                     batch = self.mirror.sample(self.batch_size, self.rng, n_step=cfg.n_step,
-                                               gamma=self.agent_cfg.discount, source_ratio=ratio)
+                                               gamma=self.agent_cfg.discount, source_ratio=self._source_ratio())
                     self.agent, info = self.agent.update(batch)
                     self.updates += 1
                     if self.updates % cfg.snapshot_every_updates == 0:

@@ -18,11 +18,19 @@ from dojo.replay.store import SOURCES, Episode, StoreReader, mc_return_to_go
 _SOURCE_CODE = {name: code for code, name in enumerate(SOURCES)}
 
 
+def intervened_runs(intervened: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each maximal run of intervened steps."""
+    flags = np.concatenate([[False], np.asarray(intervened, bool), [False]])
+    edges = np.flatnonzero(flags[1:] != flags[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
 @dataclasses.dataclass
 class _Followed:
     reader: StoreReader
     obs_keys: tuple[str, ...] | None
     reward_fn: Callable[[Episode], np.ndarray] | None
+    copy_interventions: bool = False
     episodes_read: int = 0
 
 
@@ -70,14 +78,16 @@ class ReplayMirror:
         return mirror
 
     def follow(self, store: str | os.PathLike | StoreReader, *, obs_keys: tuple[str, ...] | None = None,
-               reward_fn: Callable[[Episode], np.ndarray] | None = None) -> int:
+               reward_fn: Callable[[Episode], np.ndarray] | None = None, copy_interventions: bool = False) -> int:
         """Also hold another store's closed episodes (e.g. demos beside each actor's stream); `tail()`
-        follows it too. Returns the steps added now."""
+        follows it too. With `copy_interventions` each run of intervened steps is also held as an
+        episode of source "intervention" (HIL-SERL: interventions count as demonstrations too).
+        Returns the steps added now."""
         reader = store if isinstance(store, StoreReader) else StoreReader(store)
         if (reader.mc_gamma, reader.failure_reward) != (self.mc_gamma, self.failure_reward):
             raise ValueError(f"{reader.path} has mc_gamma={reader.mc_gamma}, failure_reward={reader.failure_reward}; "
                              f"this mirror holds {self.mc_gamma}, {self.failure_reward}")
-        self._followed.append(_Followed(reader, obs_keys, reward_fn))
+        self._followed.append(_Followed(reader, obs_keys, reward_fn, copy_interventions))
         return self._load_new_episodes(self._followed[-1])
 
     def tail(self) -> int:
@@ -100,14 +110,15 @@ class ReplayMirror:
             # Read in blocks of ~64k rows: one zarr read per array per block, bounded memory.
             if i == stop or batch_rows >= 65536:
                 for ep in reader.read_episodes(first, i, followed.obs_keys):
-                    added += self._add_stored(ep, followed.reward_fn)
+                    added += self._add_stored(ep, followed.reward_fn, followed.copy_interventions)
                 first, batch_rows = i, 0
             if i < stop:
                 batch_rows += reader.episodes[i].stop_row - reader.episodes[i].start_row
         followed.episodes_read = stop
         return added
 
-    def _add_stored(self, ep: Episode, reward_fn: Callable[[Episode], np.ndarray] | None) -> int:
+    def _add_stored(self, ep: Episode, reward_fn: Callable[[Episode], np.ndarray] | None,
+                    copy_interventions: bool = False) -> int:
         if ep.info.num_steps == 0:  # a crashed writer's single committed row: nothing to learn from
             return 0
         reward, mc_return = ep.reward, ep.mc_return
@@ -115,9 +126,17 @@ class ReplayMirror:
             reward = np.asarray(reward_fn(ep), dtype=np.float32)
             if reward.shape != ep.reward.shape:
                 raise ValueError(f"reward_fn returned shape {reward.shape}, expected {ep.reward.shape}")
-            mc_return = None
-        return self.add_episode(ep.obs, ep.action, reward, ep.terminal, ep.truncated, ep.intervened,
-                                source=ep.info.source, mc_return=mc_return, _finished=ep.info.finished)
+            mc_return = mc_return_to_go(reward, ep.terminal, self.mc_gamma, self.failure_reward)
+        added = self.add_episode(ep.obs, ep.action, reward, ep.terminal, ep.truncated, ep.intervened,
+                                 source=ep.info.source, mc_return=mc_return, _finished=ep.info.finished)
+        if copy_interventions:
+            for a, b in intervened_runs(ep.intervened):
+                truncated = np.zeros(b - a, bool)
+                truncated[-1] = not ep.terminal[b - 1]  # the operator handed back: cut, not an end
+                self.add_episode({k: v[a:b + 1] for k, v in ep.obs.items()}, ep.action[a:b], reward[a:b],
+                                 ep.terminal[a:b], truncated, ep.intervened[a:b], source="intervention",
+                                 mc_return=mc_return[a:b])
+        return added
 
     def add_episode(
         self,
@@ -249,18 +268,23 @@ class ReplayMirror:
         every = tuple(range(len(SOURCES)))
         if source_ratio is None:
             return [(every, batch_size)]
-        groups, total = [], 0
+        groups, total, named = [], 0, set()
         for name, fraction in source_ratio.items():
-            if name not in _SOURCE_CODE:
-                raise ValueError(f"source_ratio key {name!r} is not a source; expected one of {SOURCES}")
+            # "demo+intervention" draws from both sources as one group (HIL-SERL's demo buffer).
+            parts = name.split("+")
+            for part in parts:
+                if part not in _SOURCE_CODE:
+                    raise ValueError(f"source_ratio key {name!r} names {part!r}, not a source; expected "
+                                     f"sources from {SOURCES}, joined by '+'")
             if not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"source_ratio[{name!r}] must be in [0, 1], got {fraction}")
             count = round(fraction * batch_size)
-            groups.append(((_SOURCE_CODE[name],), count))
+            groups.append((tuple(_SOURCE_CODE[p] for p in parts), count))
             total += count
+            named.update(parts)
         if total > batch_size:
             raise ValueError(f"source_ratio {dict(source_ratio)} asks for {total} > batch_size {batch_size} transitions")
-        rest = tuple(c for c in every if SOURCES[c] not in source_ratio)
+        rest = tuple(c for c in every if SOURCES[c] not in named)
         if batch_size - total:
             if not rest:
                 raise ValueError(f"source_ratio {dict(source_ratio)} leaves {batch_size - total} transitions "

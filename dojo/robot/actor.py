@@ -42,7 +42,7 @@ class Actor:
         self.version = -1
         self.learner_meta: dict = {}
         self.rng = np.random.default_rng(config.seed)
-        self.steps = self.episodes = self.successes = 0
+        self.steps = self.episodes = self.successes = self.interventions = 0
 
     def _refresh_policy(self) -> None:
         snap = self.client.latest_params()
@@ -71,8 +71,11 @@ class Actor:
         env, task = self.env, self.env.task
         clock = WallClock() if self.config.realtime else None
         obs, info = env.reset(seed=self.config.seed * 1_000_003 + self.episodes)
+        getattr(env.teleop, "reset", lambda: None)()
         self.journal.begin_episode(source="online", task=task.name, instruction=task.instruction,
                                    operator="policy", robot=self.config.robot)
+        interventions = intervened_steps = episode_steps = 0
+        was_intervened = False
         try:
             while not self.stop_event.is_set() and (max_steps is None or self.steps < max_steps):
                 self._refresh_policy()
@@ -85,8 +88,17 @@ class Actor:
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 self.journal.add_step(obs, info["executed_action"], reward, terminated, truncated, info=info)
                 obs, self.steps = next_obs, self.steps + 1
+                episode_steps += 1
+                intervened_steps += bool(info["intervened"])
+                interventions += bool(info["intervened"]) and not was_intervened
+                was_intervened = bool(info["intervened"])
                 if terminated or truncated:
                     self.journal.end_episode(obs, success=bool(info["success"]))
+                    log.info("episode %d: success %s, %d steps, %d interventions over %d steps", self.episodes,
+                             bool(info["success"]), episode_steps, interventions, intervened_steps)
+                    self.interventions += interventions
+                    interventions = intervened_steps = episode_steps = 0
+                    was_intervened = False
                     self.episodes, self.successes = self.episodes + 1, self.successes + bool(info["success"])
                     if info.get("estop"):
                         log.warning("e-stop: %s; the actor stops", env.estop.reason)
@@ -100,7 +112,7 @@ class Actor:
         finally:
             self.close()
         return {"steps": self.steps, "episodes": self.episodes, "successes": self.successes,
-                "params_version": self.version}
+                "interventions": self.interventions, "params_version": self.version}
 
     def close(self, drain_s: float = 30.0) -> None:
         """Commit the journal and give the learner up to `drain_s` to acknowledge it; what is still
