@@ -45,7 +45,7 @@ def record(env, writer, episodes: int, *, act=None, teleop=None, seed: int = 0, 
         obs, info = env.reset(seed=seed + attempt)
         getattr(teleop, "reset", lambda: None)()
         writer.begin_episode(source=source, task=env.task.name, instruction=env.task.instruction,
-                             operator=operator, robot=robot)
+                             operator=operator, robot=robot, reset_seed=seed + attempt)
         ending, episode_steps = None, 0
         while ending is None:
             if teleop is not None:

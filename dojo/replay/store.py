@@ -46,7 +46,11 @@ META_DTYPES = {
     "operator": str,
     "robot": str,
     "calibration_id": str,
+    "reset_seed": np.int64,  # the seed the env was reset with; -1 when unknown
 }
+# Fields added after the first stores were written: a store without the array reads as these values,
+# and the next writer to open it adds the array.
+META_DEFAULTS = {"reset_seed": -1}
 META_STRINGS = tuple(k for k, v in META_DTYPES.items() if v is str)
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CHUNK_TARGET_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: few files, cheap partial rewrites
@@ -74,6 +78,7 @@ class EpisodeInfo:
     robot: str = ""
     calibration_id: str = ""
     start_time_s: float = 0.0
+    reset_seed: int = -1  # the seed the environment was reset with; -1 when unknown
 
     @property
     def num_steps(self) -> int:
@@ -322,7 +327,8 @@ class StoreReader:
         old_eps = len(self.episodes)
         if n_eps < old_eps or (self.episodes and rows < self.episodes[-1].stop_row):
             raise StoreError(f"{self.path}: the commit record went backwards (closed episodes {old_eps} -> {n_eps})")
-        arrays = {f"meta/{k}": None for k in META_DTYPES}
+        missing = {k for k in META_DEFAULTS if not (self.path / "meta" / k / "zarr.json").is_file()}
+        arrays = {f"meta/{k}": None for k in META_DTYPES if k not in missing}
         if self.obs_spec is not None:
             arrays.update({f"data/{k}": None for k in _row_arrays(self.obs_spec, self.action_dim)})
         for name in arrays:
@@ -333,12 +339,13 @@ class StoreReader:
         for name, arr in arrays.items():
             lo, hi = (start, n_eps) if name.startswith("meta/") else (0 if check_all_chunks else first_new_row, rows)
             self._check_chunks(name, arr, lo, hi)
-        new = {k: self._read(f"meta/{k}", old_eps, n_eps) for k in META_DTYPES}
+        new = {k: np.full(n_eps - old_eps, META_DEFAULTS[k]) if k in missing
+               else self._read(f"meta/{k}", old_eps, n_eps) for k in META_DTYPES}
         for i in range(n_eps - old_eps):
             values = {k: new[k][i] for k in META_DTYPES}
             for k in META_STRINGS:
                 values[k] = str(values[k])
-            for k in ("start_row", "stop_row"):
+            for k in ("start_row", "stop_row", "reset_seed"):
                 values[k] = int(values[k])
             for k in ("finished", "success"):
                 values[k] = bool(values[k])
@@ -657,6 +664,8 @@ class EpisodeWriter:
     def _open_existing(self) -> None:
         for partial in self.path.rglob("*.partial"):  # temp files of writes a crash interrupted
             partial.unlink()
+        for creating in (self.path / "meta").glob(".*.creating-*"):  # an interrupted _add_meta_array
+            shutil.rmtree(creating)
         reader = StoreReader(self.path)  # consistency check: never append to a broken store
         self._group = zarr.open_group(store=self._store, mode="r+")
         self._fmt = dict(reader.format_attrs)
@@ -669,6 +678,9 @@ class EpisodeWriter:
             raise ValueError(f"action_dim {self._action_dim} does not match the store's {reader.action_dim}")
         self._spec = stored_spec or self._spec
         self._action_dim = reader.action_dim or self._action_dim
+        for k in META_DEFAULTS:
+            if not (self.path / "meta" / k / "zarr.json").is_file():
+                self._add_meta_array(k)
         self._meta = {k: self._group[f"meta/{k}"] for k in META_DTYPES}
         self._data = {}
         if stored_spec is None and (self.path / "data").exists():
@@ -688,9 +700,24 @@ class EpisodeWriter:
                 self.close_unfinished()
                 self.flush()
 
+    def _add_meta_array(self, key: str) -> None:
+        """Give a store written before META_DTYPES[key] existed that array, filled with its default for
+        the episodes it holds. Built beside and renamed into place, so a reader sees all of it or none."""
+        tmp = self.path / "meta" / f".{key}.creating-{uuid.uuid4().hex}"
+        arr = zarr.open_group(store=type(self._store)(tmp), mode="w").create_array(
+            key, shape=(self._episodes,), dtype=META_DTYPES[key], chunks=(1024,),
+            compressors=BloscCodec(cname="zstd", clevel=3))
+        arr[:] = np.full(self._episodes, META_DEFAULTS[key], dtype=META_DTYPES[key])
+        os.replace(tmp / key, self.path / "meta" / key)
+        shutil.rmtree(tmp)
+        if isinstance(self._store, _DurableLocalStore):
+            _fsync_dir(self.path / "meta")
+
     def _reopen_episode(self, reader: StoreReader) -> None:
         """Take up the episode a previous writer left open, with its committed rows."""
         self._open = {k: v for k, v in reader.open_episode.items() if k in META_DTYPES}
+        for k, default in META_DEFAULTS.items():
+            self._open.setdefault(k, default)
         start = self._open["start_row"]
         self._ep_reward = reader.read("reward", start, self._rows).tolist()
         self._ep_terminal = reader.read("terminal", start, self._rows).tolist()
@@ -730,16 +757,23 @@ class EpisodeWriter:
         robot: str = "",
         calibration_id: str = "",
         start_time_s: float | None = None,
+        reset_seed: int = -1,
     ) -> None:
+        """Open an episode; `reset_seed` is the seed the env was reset with (-1: unknown), which lets
+        `dojo replay play` reset the twin to the same initial state."""
         self._check_open()
         if self._open is not None:
             raise RuntimeError("begin_episode called while an episode is open: end or discard it first")
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if isinstance(reset_seed, bool) or not isinstance(reset_seed, (int, np.integer)) or not (
+                -1 <= reset_seed < 2**63):
+            raise ValueError(f"reset_seed must be an integer >= 0, or -1 when unknown, got {reset_seed!r}")
         self._open = {
             "start_row": self.num_rows, "source": source, "task": str(task), "instruction": str(instruction),
             "operator": str(operator), "robot": str(robot), "calibration_id": str(calibration_id),
             "start_time_s": time.time() if start_time_s is None else float(start_time_s),
+            "reset_seed": int(reset_seed),
         }
         self._ep_reward, self._ep_terminal, self._ended = [], [], False
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from dojo.replay.store import SOURCES, EpisodeWriter, StoreReader
 
-META_FIELDS = ("source", "task", "instruction", "operator", "robot", "calibration_id", "start_time_s")
+META_FIELDS = ("source", "task", "instruction", "operator", "robot", "calibration_id", "start_time_s",
+               "reset_seed")
 _READ_BLOCK_ROWS = 64
 
 
@@ -78,12 +79,14 @@ class StoreJournal:
 
     # -- recording (control loop) ---------------------------------------------------------------
     def begin_episode(self, *, source: str = "online", task: str = "", instruction: str = "", operator: str = "",
-                      robot: str = "", calibration_id: str = "", start_time_s: float | None = None) -> None:
+                      robot: str = "", calibration_id: str = "", start_time_s: float | None = None,
+                      reset_seed: int = -1) -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         self._begin = {"source": source, "task": task, "instruction": instruction, "operator": operator,
                        "robot": robot, "calibration_id": calibration_id,
-                       "start_time_s": time.time() if start_time_s is None else float(start_time_s)}
+                       "start_time_s": time.time() if start_time_s is None else float(start_time_s),
+                       "reset_seed": int(reset_seed)}
 
     def add_step(self, obs, action, reward, terminal, truncated, intervened=False, info=None) -> int:
         if self._begin is None and self._last_seq == self._committed_seq == 0:

@@ -73,7 +73,8 @@ class Actor:
         obs, info = env.reset(seed=self.config.seed * 1_000_003 + self.episodes)
         getattr(env.teleop, "reset", lambda: None)()
         self.journal.begin_episode(source="online", task=task.name, instruction=task.instruction,
-                                   operator="policy", robot=self.config.robot)
+                                   operator="policy", robot=self.config.robot,
+                                   reset_seed=self.config.seed * 1_000_003 + self.episodes)
         interventions = intervened_steps = episode_steps = 0
         was_intervened = False
         try:
@@ -106,7 +107,8 @@ class Actor:
                     obs, info = env.reset(seed=self.config.seed * 1_000_003 + self.episodes)
                     getattr(env.teleop, "reset", lambda: None)()
                     self.journal.begin_episode(source="online", task=task.name, instruction=task.instruction,
-                                               operator="policy", robot=self.config.robot)
+                                               operator="policy", robot=self.config.robot,
+                                               reset_seed=self.config.seed * 1_000_003 + self.episodes)
                 if clock is not None:
                     clock.wait(env.period_s)
         finally:
