@@ -13,7 +13,7 @@ from dojo.replay.store import Episode, StoreError, open_store, verify_store
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    replay = subparsers.add_parser("replay", help="inspect and check replay stores")
+    replay = subparsers.add_parser("replay", help="inspect, check, render and re-execute replay stores")
     commands = replay.add_subparsers(dest="replay_command", required=True, metavar="SUBCOMMAND")
     info = commands.add_parser("info", help="print one JSON line: episodes, steps, bytes, keys, sources, success")
     info.add_argument("store", help="path of the Zarr replay store")

@@ -704,10 +704,13 @@ class EpisodeWriter:
         """Give a store written before META_DTYPES[key] existed that array, filled with its default for
         the episodes it holds. Built beside and renamed into place, so a reader sees all of it or none."""
         tmp = self.path / "meta" / f".{key}.creating-{uuid.uuid4().hex}"
-        arr = zarr.open_group(store=type(self._store)(tmp), mode="w").create_array(
+        store = type(self._store)(tmp)
+        arr = zarr.open_group(store=store, mode="w").create_array(
             key, shape=(self._episodes,), dtype=META_DTYPES[key], chunks=(1024,),
             compressors=BloscCodec(cname="zstd", clevel=3))
         arr[:] = np.full(self._episodes, META_DEFAULTS[key], dtype=META_DTYPES[key])
+        if isinstance(store, _DurableLocalStore):
+            store.sync_dirs(self._pool)
         os.replace(tmp / key, self.path / "meta" / key)
         shutil.rmtree(tmp)
         if isinstance(self._store, _DurableLocalStore):
