@@ -128,7 +128,21 @@ def run_learner(args: argparse.Namespace) -> int:
                       reward_fn=episode_rlif_reward if mode in ("rlif", "both") else None,
                       copy_interventions=mode in ("hil-serl", "both"))
     install_stop_handlers(learner)
-    result = learner.run_until_done(progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+    if sys.stderr.isatty():  # a person watching: a progress bar; otherwise (a log file) one JSON line per interval
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(cfg.learner.env_steps), desc="learner", unit="step", file=sys.stderr)
+
+        def progress(record: dict) -> None:
+            bar.n = min(record["env_steps"], bar.total)
+            bar.set_postfix(updates=record["updates"], episodes=record["episodes"], success=record["success_rate"])
+    else:
+        bar, progress = None, lambda record: print(json.dumps(record), file=sys.stderr, flush=True)
+    try:
+        result = learner.run_until_done(progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     print(json.dumps(result), flush=True)
     return 0
 

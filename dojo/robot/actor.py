@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 import time
 
@@ -70,6 +71,10 @@ class Actor:
     def run(self, max_steps: int | None = None) -> dict:
         env, task = self.env, self.env.task
         clock = WallClock() if self.config.realtime else None
+        if clock is not None:
+            # The journal and link threads hold the GIL in short bursts; a short switch interval lets the
+            # control loop take it back within a fraction of a millisecond when its period is up.
+            sys.setswitchinterval(0.0005)
         obs, info = env.reset(seed=self.config.seed * 1_000_003 + self.episodes)
         getattr(env.teleop, "reset", lambda: None)()
         self.journal.begin_episode(source="online", task=task.name, instruction=task.instruction,
