@@ -28,11 +28,11 @@ LINK_CUT_S = float(os.environ.get("DOJO_LINK_CUT_S", "30"))
 def start_learner(run: Path, port: int, *extra: str) -> subprocess.Popen:
     """Start a learner and return once it serves (its keys exist and it published a snapshot)."""
     log = open(run.parent / f"{run.name}-learner.log", "ab")
-    fresh = not (run / "policy.snap").exists()
+    fresh = not (run / "policy.msgpack").exists()
     proc = subprocess.Popen(CLI + ["learner", "--run", str(run), f"link.port={port}", *FAST, *extra],
                             stdout=log, stderr=subprocess.STDOUT)
     if fresh:
-        wait_for(lambda: (run / "policy.snap").exists() or proc.poll() is not None, 120)
+        wait_for(lambda: (run / "policy.msgpack").exists() or proc.poll() is not None, 120)
         assert proc.poll() is None, (run.parent / f"{run.name}-learner.log").read_text()[-2000:]
     return proc
 

@@ -230,7 +230,7 @@ def run_train(args: argparse.Namespace) -> int:
                disable=not sys.stderr.isatty(), mininterval=1.0)
     last = {}
     try:
-        _wait_for(lambda: (run / "keys" / "learner.key").exists() and (run / "policy.snap").exists(), learner, 120)
+        _wait_for(lambda: (run / "keys" / "learner.key").exists() and (run / "policy.msgpack").exists(), learner, 120)
         actor = subprocess.Popen(cli + ["actor", "--learner", f"{cfg.link.host}:{cfg.link.port}", "--run", str(run)],
                                  stdout=logs["actor"], stderr=subprocess.STDOUT)
         while learner.poll() is None:
@@ -257,7 +257,7 @@ def run_train(args: argparse.Namespace) -> int:
         for f in logs.values():
             f.close()
     last = _last_progress(run) or last
-    eval_success = evaluate(cfg, run / "policy.snap", cfg.eval.episodes) if cfg.eval.episodes else None
+    eval_success = evaluate(cfg, run / "policy.msgpack", cfg.eval.episodes) if cfg.eval.episodes else None
     plot_learning_curve(run, eval_success)
     print(json.dumps({"task": cfg.task, "run": str(run), "env_steps": last.get("env_steps"),
                       "updates": last.get("updates"), "train_success_rate": last.get("success_rate"),

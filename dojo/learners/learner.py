@@ -6,7 +6,7 @@ Run folder layout:
     RUN/keys/                  link key pairs (see dojo.replay.link.create_keys)
     RUN/replay/<actor>.zarr    every step each actor produced, exactly once
     RUN/checkpoints/learner.ckpt   full learner state (agent + counters), replaced atomically
-    RUN/policy.snap            the newest inference snapshot
+    RUN/policy.msgpack         the newest inference snapshot
     RUN/progress.jsonl         one JSON line per log interval; RUN/tb/ TensorBoard events
 """
 
@@ -32,7 +32,7 @@ from dojo.replay.stream import StoreSink
 log = logging.getLogger("dojo.learner")
 
 CHECKPOINT = "checkpoints/learner.ckpt"
-SNAPSHOT = "policy.snap"
+SNAPSHOT = "policy.msgpack"  # the name `dojo eval --run` reads
 PROGRESS = "progress.jsonl"
 
 
