@@ -14,13 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dojo", description="Real-robot learning with a MuJoCo twin.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"dojo.launch.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"dojo.launch.{name}":
-                raise
-            continue
-        module.add_parser(subparsers)
+        importlib.import_module(f"dojo.launch.{name}").add_parser(subparsers)
     return parser
 
 

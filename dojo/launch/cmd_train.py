@@ -49,19 +49,18 @@ def add_parser(subparsers) -> None:
 
 
 # --- configuration ----------------------------------------------------------------------------------------
-def train_config(overrides, run: Path | None = None):
-    """The run's config: RUN/config.yaml when resuming (plus overrides), else train.yaml plus overrides.
-    Every key and value is checked here, before any process starts."""
-    base = load_config("train", open_sections=[f"agent.{n}" for n in ("sac", "calql", "iql", "fql", "bc")])
-    if run is not None and (run / RUN_CONFIG).exists():
-        saved = OmegaConf.load(run / RUN_CONFIG)
-        overrides = [f"{k}={_yaml(v)}" for k, v in _flatten(OmegaConf.to_container(saved))] + list(overrides)
-    cfg = load_config("train", overrides, open_sections=[f"agent.{n}" for n in base.agent if n != "name"])
-    from dojo.learners.learner import agent_config  # checks agent.<name> options against the agent
+AGENT_SECTIONS = [f"agent.{name}" for name in ("sac", "calql", "iql", "fql", "bc")]
 
-    agent_config(cfg)
+
+def train_config(overrides, run: Path | None = None):
+    """The run's config: RUN/config.yaml when resuming, else train.yaml; then the overrides. Every key and
+    value is checked here, before any process starts."""
+    saved = run / RUN_CONFIG if run is not None else None
+    cfg = load_config(str(saved) if saved and saved.exists() else "train", overrides, open_sections=AGENT_SECTIONS)
+    from dojo.learners.learner import agent_config  # checks agent.<name> options against the agent
     from dojo.rewards.interventions import INTERVENTION_MODES
 
+    agent_config(cfg)
     if cfg.intervention.mode not in INTERVENTION_MODES:
         raise ConfigError(f"intervention.mode must be one of {INTERVENTION_MODES}, got {cfg.intervention.mode!r}")
     operators = ("none", "sim", "spacemouse", "gamepad", "keyboard")
@@ -73,19 +72,6 @@ def train_config(overrides, run: Path | None = None):
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
     return cfg
-
-
-def _flatten(tree: dict, prefix: str = ""):
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def _yaml(value) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict, str)) else str(value).lower() \
-        if isinstance(value, bool) else str(value)
 
 
 def make_sim_env(cfg):

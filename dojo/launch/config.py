@@ -18,9 +18,9 @@ class ConfigError(ValueError):
 
 
 def load_config(name: str, overrides: Sequence[str] = (), open_sections: Sequence[str] = ()) -> DictConfig:
-    """Load configs/NAME.yaml with overrides. Keys under an `open_sections` prefix may be new (their
+    """Load configs/NAME.yaml (or a .yaml path, e.g. a run's saved config) with overrides. Keys under an `open_sections` prefix may be new (their
     owner checks them, e.g. an agent's hyperparameters); every other key must exist already."""
-    path = CONFIG_DIR / f"{name}.yaml"
+    path = Path(name) if str(name).endswith(".yaml") else CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
         raise ConfigError(f"no config named {name!r}; known configs: {known}")

@@ -1,0 +1,102 @@
+"""Interventions on pick_cube (state observations), through the real actor/learner system (`dojo train`).
+
+Arms, each at the same env-step budget:
+  rlif        the twin's intervening operator (own success ~50% at skill 0.75) watches the policy; RLIF's reward
+              (-1 on the step before each takeover, no task reward), no demos
+  operator    the same operator acting alone: its own success rate
+  bc          BC (HG-DAgger style) trained on the operator's intervention steps from the rlif run
+  hil-serl    20 scripted demos + an intervening operator (skill 1.0); intervened steps also sampled as demos
+  rlpd        20 scripted demos, no interventions
+Prints one JSON line. Reproduce: `.venv/bin/python benchmarks/learn_interventions.py --env-steps 8000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CLI = [sys.executable, "-m", "dojo.launch.cli"]
+
+
+def train(run: Path, overrides: list[str]) -> dict:
+    out = subprocess.run(CLI + ["train", "--sim", "pick_cube", "--run", str(run), *overrides],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"dojo train failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def operator_success(episodes: int, skill: float) -> float:
+    from dojo.sim import make_env
+    from dojo.sim.operators import ScriptedOperator, run_episodes
+
+    env = make_env("pick_cube")
+    return run_episodes(env, ScriptedOperator(env, skill=skill, seed=0), episodes, seed=2_000_000)["success_rate"]
+
+
+def bc_on_interventions(store: Path, updates: int, episodes: int) -> dict:
+    """HG-DAgger: behaviour cloning on the steps where the operator was in control."""
+    from dojo.learners.loop import evaluate, make_agent, policy_act
+    from dojo.replay.sampler import ReplayMirror, intervened_runs
+    from dojo.replay.store import open_store
+    from dojo.sim import make_env
+
+    reader, mirror = open_store(store), ReplayMirror()
+    for ep in reader.read_episodes(0, reader.num_episodes):
+        for a, b in intervened_runs(ep.intervened):
+            truncated = np.zeros(b - a, bool)
+            truncated[-1] = not ep.terminal[b - 1]
+            mirror.add_episode({k: v[a:b + 1] for k, v in ep.obs.items()}, ep.action[a:b], ep.reward[a:b],
+                               ep.terminal[a:b], truncated, ep.intervened[a:b], source="intervention")
+    env = make_env("pick_cube")
+    agent = make_agent("bc", env.observation_space, env.action_space)
+    rng = np.random.default_rng(0)
+    for _ in range(updates):
+        agent, _ = agent.update(mirror.sample(agent.config.batch_size, rng))
+    result = evaluate(env, policy_act(agent, agent.action_scale), episodes, seed=1_000_000)
+    return {"success_rate": result["success_rate"], "intervention_steps": mirror.num_steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--env-steps", type=int, default=8000)
+    parser.add_argument("--eval-episodes", type=int, default=50)
+    parser.add_argument("--skill", type=float, default=0.75, help="the RLIF operator's skill (~50% own success)")
+    parser.add_argument("--bc-updates", type=int, default=5000)
+    parser.add_argument("--out", default="benchmarks/results/interventions")
+    parser.add_argument("--arms", default="operator,rlif,bc,hil-serl,rlpd")
+    args = parser.parse_args()
+    arms = args.arms.split(",")
+    common = [f"learner.env_steps={args.env_steps}", f"eval.episodes={args.eval_episodes}"]
+    results, started = {}, time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp)
+        if "operator" in arms:
+            results["operator"] = {"success_rate": operator_success(args.eval_episodes, args.skill)}
+        if "rlif" in arms or "bc" in arms:
+            results["rlif"] = train(runs / "rlif", common + [
+                "intervention.mode=rlif", "intervention.operator=sim", f"intervention.skill={args.skill}",
+                "demos.episodes=0"])
+            if "bc" in arms:
+                results["bc"] = bc_on_interventions(runs / "rlif" / "replay" / "actor-0.zarr", args.bc_updates,
+                                                    args.eval_episodes)
+        if "hil-serl" in arms:
+            results["hil-serl"] = train(runs / "hil-serl", common + [
+                "intervention.mode=hil-serl", "intervention.operator=sim", "intervention.skill=1.0"])
+        if "rlpd" in arms:
+            results["rlpd"] = train(runs / "rlpd", common)
+    print(json.dumps({"benchmark": "learn_interventions", "task": "pick_cube", "env_steps": args.env_steps,
+                      "operator_skill": args.skill,
+                      **{f"{arm}_success_rate": r.get("success_rate") for arm, r in results.items()},
+                      "runs": results, "wall_s": round(time.monotonic() - started, 1)}))
+
+
+if __name__ == "__main__":
+    main()
