@@ -4,7 +4,6 @@
 import dataclasses
 import math
 
-import gymnasium as gym
 import jax
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """The scripted experts solve their tasks from privileged state, through the env's normal action space."""
 
-import numpy as np
 import pytest
 
 from dojo.sim import make_env

@@ -38,14 +38,14 @@ def wait_for(cond, timeout_s: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def test_journal_streams_identical_rows(tmp_path):
-    keys = create_keys(tmp_path / "run")
+def stream(tmp_path, journal, record) -> None:
+    """Serve a learner-side sink, run `record()` on the journal, and wait until the learner acked it all."""
+    keys = create_keys(tmp_path / "run") if not (tmp_path / "run" / "keys").exists() else tmp_path / "run" / "keys"
     sink = StoreSink(tmp_path / "learner.zarr")
     server = LinkServer(lambda actor, first, steps: sink.on_steps(first, steps), keys, port=0).start()
-    journal = StoreJournal(tmp_path / "journal.zarr", memory_steps=10)
     client = LinkClient(journal, server.address, keys, heartbeat_s=0.1, timeout_s=1.0)
     try:
-        record_episodes(journal, 6, 7, np.random.default_rng(0))
+        record()
         journal.flush()
         wait_for(lambda: client.status().acked_seq == journal.last_seq())
     finally:
@@ -53,12 +53,16 @@ def test_journal_streams_identical_rows(tmp_path):
         server.close()
         sink.close()
         journal.close()
+
+
+def test_journal_streams_identical_rows(tmp_path):
+    journal = StoreJournal(tmp_path / "journal.zarr", memory_steps=10)
+    stream(tmp_path, journal, lambda: record_episodes(journal, 6, 7, np.random.default_rng(0)))
     assert journal.last_seq() == 6 * 8
     assert_same_rows(tmp_path / "journal.zarr", tmp_path / "learner.zarr")
 
 
 def test_restarted_actor_resends_from_its_store_and_closes_the_cut_episode(tmp_path):
-    keys = create_keys(tmp_path / "run")
     rng = np.random.default_rng(1)
     # The actor records while no learner is up, and "dies" mid-episode (journal closed, episode open).
     journal = StoreJournal(tmp_path / "journal.zarr")
@@ -71,18 +75,7 @@ def test_restarted_actor_resends_from_its_store_and_closes_the_cut_episode(tmp_p
     # A new actor process reopens the journal (closing the cut episode) and meets the learner.
     journal = StoreJournal(tmp_path / "journal.zarr", memory_steps=4)
     assert open_store(tmp_path / "journal.zarr").episodes[-1].finished is False
-    sink = StoreSink(tmp_path / "learner.zarr")
-    server = LinkServer(lambda actor, first, steps: sink.on_steps(first, steps), keys, port=0).start()
-    client = LinkClient(journal, server.address, keys, heartbeat_s=0.1, timeout_s=1.0)
-    try:
-        record_episodes(journal, 2, 4, rng)
-        journal.flush()
-        wait_for(lambda: client.status().acked_seq == journal.last_seq())
-    finally:
-        client.close()
-        server.close()
-        sink.close()
-        journal.close()
+    stream(tmp_path, journal, lambda: record_episodes(journal, 2, 4, rng))
     assert_same_rows(tmp_path / "journal.zarr", tmp_path / "learner.zarr")
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pty
 import select
 import signal
 import subprocess
@@ -23,14 +22,6 @@ def last_status(text: str) -> str:
 
 def ee_x_m(status: str) -> float:
     return float(status.split("ee [")[1].split()[0])
-
-
-@pytest.fixture
-def terminal():
-    master, slave = pty.openpty()
-    yield master, slave
-    os.close(master)
-    os.close(slave)
 
 
 def test_keyboard_drives_the_twin_and_ctrl_c_exits_cleanly(terminal):

@@ -25,14 +25,6 @@ def wait_for(teleop, predicate, what: str, timeout_s: float = 3.0):
     raise AssertionError(f"keyboard teleop never {what}")
 
 
-@pytest.fixture
-def terminal():
-    master, slave = pty.openpty()
-    yield master, slave
-    os.close(master)
-    os.close(slave)
-
-
 def test_keyboard_through_a_pty(terminal):
     master, slave = terminal
     before = termios.tcgetattr(slave)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 
 from dojo.robot.env import EnvConfig, RobotEnv
 from dojo.robot.safety import SafetyConfig
