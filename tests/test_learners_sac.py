@@ -144,3 +144,36 @@ def test_config_errors():
         sac.create(0, STATE_SPACE, gym.spaces.Discrete(3), SMALL)
     with pytest.raises(ValueError, match="observation space"):
         sac.create(0, gym.spaces.Discrete(3), ACTION_SPACE, SMALL)
+
+
+def test_utd_minibatches_each_get_the_source_mix():
+    # the sampler lists demo rows first; every critic minibatch (and the actor's) must see both halves
+    batch = {"source": np.array([0] * 8 + [1] * 8, np.int8), "x": np.arange(16)}
+    mbs = sac.split_minibatches(batch, 4)
+    assert mbs["x"].shape == (4, 4)
+    for i in range(4):
+        assert sorted(np.asarray(mbs["source"][i]).tolist()) == [0, 0, 1, 1]
+    assert sorted(np.asarray(mbs["x"]).ravel().tolist()) == list(range(16))
+
+
+def test_demo_bc_loss_matches_hand_computation():
+    mode = np.array([[0.5, 0.0], [1.0, 1.0], [0.0, 0.0]], np.float32)
+    action = np.array([[0.0, 1.0], [0.0, 0.0], [1.0, 1.0]], np.float32)
+    source = np.array([0, 1, 0], np.int8)  # rows 0 and 2 are demos: (0.25 + 1) and (1 + 1), mean 1.625
+    np.testing.assert_allclose(sac.demo_bc_loss(mode, action, source), 1.625, rtol=1e-6)
+    assert float(sac.demo_bc_loss(mode, action, np.ones(3, np.int8))) == 0.0
+
+
+def test_bc_weight_pulls_the_actor_to_the_demo_actions():
+    cfg = dataclasses.replace(SMALL, utd_ratio=1, batch_size=32, actor_lr=3e-3, bc_weight=10.0)
+    agent = sac.create(0, STATE_SPACE, ACTION_SPACE, cfg)
+    batch = synthetic_batch(np.random.default_rng(3), 32)
+    batch["source"][:] = 0
+    batch["action"][:] = np.array([0.5, -0.5], np.float32)
+    for _ in range(150):
+        agent, info = agent.update(batch)
+    assert float(info["bc_loss"]) < 0.02, info
+    np.testing.assert_allclose(np.asarray(agent.sample_actions(batch["obs"])).mean(0), [0.5, -0.5], atol=0.1)
+    del batch["source"]
+    with pytest.raises(KeyError, match="bc_weight"):
+        agent.update(batch)

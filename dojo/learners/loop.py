@@ -7,6 +7,7 @@ metrics.jsonl (one line per evaluation) and run.json (what was run).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -40,6 +41,19 @@ def make_agent(name: str, obs_space, action_space, seed: int = 0, overrides: dic
     return module.create(seed, obs_space, action_space, get_config(**overrides), obs_stats=obs_stats)
 
 
+def state_stats(mirror: ReplayMirror, source: str | None = "demo", min_std: float = 1e-2, samples: int = 20_000,
+                seed: int = 0) -> dict:
+    """Mean and std of the state vector over `source`'s steps (all steps if None), for an agent's obs_stats.
+
+    The std is floored at `min_std` so dims that are constant in demos (the held quaternion, a resting
+    velocity) do not turn small online deviations into huge inputs."""
+    if min_std <= 0:
+        raise ValueError(f"min_std must be > 0, got {min_std}")
+    ratio = None if source is None else {source: 1.0}
+    states = mirror.sample(samples, np.random.default_rng(seed), source_ratio=ratio)["obs"]["state"]
+    return {"state_mean": states.mean(0), "state_std": np.maximum(states.std(0), min_std)}
+
+
 def make_env(env_id: str, **kwargs) -> gym.Env:
     if env_id.startswith("dojo/"):
         import dojo.sim  # noqa: F401  registers the dojo/* ids
@@ -58,6 +72,7 @@ class LoopConfig:
     eval_episodes: int = 10
     checkpoint_every: int = 10_000
     capacity_steps: int = 1_000_000
+    n_step: int = 1  # n-step returns in sampled batches
     progress: bool = True
 
 
@@ -65,7 +80,7 @@ def _agent_batch_size(agent) -> int:
     return agent.config.batch_size * getattr(agent.config, "utd_ratio", 1)
 
 
-def _sample(mirror: ReplayMirror, agent, rng, demo_ratio: float | None):
+def _sample(mirror: ReplayMirror, agent, rng, demo_ratio: float | None, n_step: int = 1):
     """A batch with `demo_ratio` of demos once both demos and other data exist; None when a ratio of 0
     (WSRL) leaves nothing to sample yet."""
     by_source = mirror.steps_by_source()
@@ -75,7 +90,8 @@ def _sample(mirror: ReplayMirror, agent, rng, demo_ratio: float | None):
         ratio = {"demo": demo_ratio}
     elif demo_ratio == 0.0 and not others:
         return None
-    return mirror.sample(_agent_batch_size(agent), rng, gamma=agent.config.discount, source_ratio=ratio)
+    return mirror.sample(_agent_batch_size(agent), rng, n_step=n_step, gamma=agent.config.discount,
+                         source_ratio=ratio)
 
 
 def evaluate(env: gym.Env, act, episodes: int, seed: int = 0) -> dict:
@@ -147,7 +163,8 @@ def run_online(env: gym.Env, agent, mirror: ReplayMirror, cfg: LoopConfig, out_d
     obs = adapter(obs)
     episode, updates, info, t0 = _EpisodeBuffer(), 0, {}, time.monotonic()
     episode.obs.append(obs)
-    last_eval = {"success_rate": 0.0}
+    last_eval, eval_s = {"success_rate": 0.0}, 0.0
+    recent_success = collections.deque(maxlen=20)  # the last training episodes (with exploration noise)
     for step in tqdm(range(1, cfg.steps + 1), disable=not cfg.progress, desc="online", mininterval=5):
         if step <= cfg.random_steps:
             action_norm = rng.uniform(-1, 1, scale.dim).astype(np.float32)
@@ -164,25 +181,30 @@ def run_online(env: gym.Env, agent, mirror: ReplayMirror, cfg: LoopConfig, out_d
         obs = next_obs
         if terminated or truncated:
             episode.add_to(mirror, writer, bool(step_info.get("success", False)))
+            recent_success.append(bool(step_info.get("success", False)))
             obs, _ = env.reset()
             obs = adapter(obs)
             episode = _EpisodeBuffer()
             episode.obs.append(obs)
 
         learning = step > max(cfg.learning_starts, cfg.warmup_steps) and mirror.num_steps > 0
-        batch = _sample(mirror, agent, rng, demo_ratio) if learning else None
+        batch = _sample(mirror, agent, rng, demo_ratio, cfg.n_step) if learning else None
         if batch is not None:
             agent, info = agent.update(batch)
             updates += 1
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            t_eval = time.monotonic()
             last_eval = evaluate(eval_env or env, policy_act(agent, scale), cfg.eval_episodes, seed=10_000 + step)
+            eval_s += time.monotonic() - t_eval
             if eval_env is None:  # evaluation reset the shared env: start a fresh episode
                 obs, _ = env.reset()
                 obs = adapter(obs)
                 episode = _EpisodeBuffer()
                 episode.obs.append(obs)
+            # train_wall_s leaves out evaluation, which a real robot would not spend on each check
             _log(out_dir, {"env_steps": step, "updates": updates, "wall_s": round(time.monotonic() - t0, 2),
-                           **last_eval, **{k: float(v) for k, v in info.items()}})
+                           "train_wall_s": round(time.monotonic() - t0 - eval_s, 2), **last_eval,
+                           "online_success_rate": float(np.mean(recent_success)) if recent_success else 0.0, **{k: float(v) for k, v in info.items()}})
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             _write_outputs(out_dir, agent, {"env_steps": step, "updates": updates})
     _write_outputs(out_dir, agent, {"env_steps": cfg.steps, "updates": updates})

@@ -18,6 +18,9 @@ from dojo.learners import common
 from dojo.policies import networks as nets
 from dojo.policies.snapshot import policy_apply
 from dojo.policies.spaces import ActionScale, ObsSpec
+from dojo.replay.store import SOURCES
+
+DEMO_CODE = SOURCES.index("demo")  # batch["source"] holds int8 codes into SOURCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,10 @@ class Config(common.EncoderFields):
     backup_entropy: bool = True
     utd_ratio: int = 20
     demo_ratio: float = 0.5  # share of each batch drawn from demos (symmetric sampling)
+    # Not in RLPD (0 = off): weight of a behaviour-cloning term, the squared error between the actor's mode
+    # and the demo action on the batch's demo rows (batch["source"] == demo), added to the actor loss.
+    # Sparse rewards make Q nearly flat in the action early on; this keeps the actor on the demos meanwhile.
+    bc_weight: float = 0.0
 
 
 def get_config(**overrides) -> Config:
@@ -76,6 +83,21 @@ def subset_min_target(next_qs, reward, discount, next_log_prob, temperature, bac
     if backup_entropy:
         next_v = next_v - temperature * next_log_prob
     return reward + discount * next_v
+
+
+def demo_bc_loss(mode_action, action, source):
+    """Mean over demo rows (source == the demo code) of the squared error summed over action dims; 0 if none."""
+    is_demo = (source == DEMO_CODE).astype(jnp.float32)
+    per_row = ((mode_action - action) ** 2).sum(-1)
+    return (per_row * is_demo).sum() / jnp.maximum(is_demo.sum(), 1.0)
+
+
+def split_minibatches(batch: dict, num: int) -> dict:
+    """(num * B, ...) leaves -> (num, B, ...), minibatch i holding rows i, i + num, i + 2 num, ...
+
+    A source-mixed batch lists each source's rows together; consecutive slices would give some critic
+    updates only demos and others (the last one, which the actor also uses) none."""
+    return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x.reshape(-1, num, *x.shape[1:]), 0, 1), batch)
 
 
 def subsample_heads(params: dict, idx) -> dict:
@@ -133,20 +155,29 @@ class SACAgent(flax.struct.PyTreeNode):
         action, logp = nets.sample_and_log_prob(rng, mean, log_std, True)
         q = critic.apply({"params": self.critic_params}, feats, action, method="from_features").mean(axis=0)
         loss = (jnp.exp(self.log_temp) * logp - q).mean()
-        return loss, {"actor_loss": loss, "entropy": -logp.mean()}
+        info = {"entropy": -logp.mean()}
+        if self.config.bc_weight > 0:
+            bc = demo_bc_loss(nets.mode(mean, True), batch["action"], batch["source"])
+            loss = loss + self.config.bc_weight * bc
+            info["bc_loss"] = bc
+        return loss, {"actor_loss": loss, **info}
 
     @jax.jit
     def update(self, batch):
-        """utd_ratio critic updates on consecutive minibatches of `batch`, then one actor and temperature
+        """utd_ratio critic updates on interleaved minibatches of `batch`, then one actor and temperature
         update on the last minibatch. `batch` holds utd_ratio * B transitions."""
         cfg = self.config
         common.check_batch(batch, self.obs_spec, self.action_scale.dim, cfg.utd_ratio)
         critic_opt_def, actor_opt_def, temp_opt_def = _optimisers(cfg)
         rng, k_aug_o, k_aug_n, k_scan, k_actor = jax.random.split(self.rng, 5)
-        batch = {k: batch[k] for k in ("obs", "next_obs", "action", "reward", "discount")}
+        fields = ("obs", "next_obs", "action", "reward", "discount") + (("source",) if cfg.bc_weight > 0 else ())
+        if cfg.bc_weight > 0 and "source" not in batch:
+            raise KeyError(f"bc_weight={cfg.bc_weight} needs batch['source'] to find the demo rows; "
+                           f"got keys {sorted(batch)}")
+        batch = {k: batch[k] for k in fields}
         batch["obs"] = common.preprocess(self, k_aug_o, batch["obs"], augment=True)
         batch["next_obs"] = common.preprocess(self, k_aug_n, batch["next_obs"], augment=True)
-        minibatches = jax.tree_util.tree_map(lambda x: x.reshape(cfg.utd_ratio, -1, *x.shape[1:]), batch)
+        minibatches = split_minibatches(batch, cfg.utd_ratio)
 
         def critic_step(agent, inputs):
             mb, key = inputs
