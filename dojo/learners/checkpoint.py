@@ -13,6 +13,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from dojo.fileio import atomic_write
 from dojo.policies.spaces import ActionScale, ObsSpec
 
 AGENT_MODULES = {"sac": "dojo.learners.sac", "calql": "dojo.learners.calql", "iql": "dojo.learners.iql",
@@ -42,19 +43,7 @@ def save_checkpoint(path: str, agent, extra: dict | None = None) -> None:
             "action_low": agent.action_scale.low, "action_high": agent.action_scale.high, "extra": extra or {}}
     blob = {"meta": json.dumps(meta),
             "state": jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(agent))}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(blob))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    # make the rename itself durable
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, flax.serialization.msgpack_serialize(blob))
 
 
 def load_checkpoint(path: str, config_overrides: dict | None = None):

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dojo.fileio import atomic_write
 from dojo.policies.spaces import STATE_KEY
 
 default_init = nn.initializers.xavier_uniform
@@ -252,12 +253,7 @@ def save_pretrained_trunk(path: str, params, channels: Sequence[int], strides: S
     """Write a ConvTrunk's params and architecture (msgpack, no pickle) for `load_pretrained_trunk`."""
     blob = {"channels": list(channels), "strides": list(strides),
             "params": jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(params))}
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(blob))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, flax.serialization.msgpack_serialize(blob))
 
 
 def load_pretrained_trunk(path: str) -> tuple[dict, tuple[int, ...], tuple[int, ...]]:

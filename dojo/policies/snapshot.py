@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dojo.fileio import atomic_write
 from dojo.policies import networks as nets
 from dojo.policies.spaces import STATE_KEY, ActionScale, ObsSpec
 
@@ -65,12 +66,7 @@ def snapshot_bytes(snap: Snapshot) -> bytes:
 
 def save_snapshot(path: str, snap: Snapshot) -> None:
     """Write atomically (temp file, fsync, rename) as msgpack."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(snapshot_bytes(snap))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, snapshot_bytes(snap))
 
 
 def _jsonable(cfg: dict) -> dict:
