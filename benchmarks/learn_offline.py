@@ -1,0 +1,205 @@
+"""Offline RL on a mixed pick_cube store (expert + noisy-operator episodes): BC, IQL, Cal-QL and FQL offline,
+then Cal-QL fine-tuned online (demo_ratio 0.5) and WSRL (frozen-policy warm-up, then online data only).
+
+Run: .venv/bin/python benchmarks/learn_offline.py --out RUN [--stages offline,calql_online,wsrl]
+Each stage keeps its result in RUN/<stage>.json, so stages can run one at a time and a later call reuses
+the store and checkpoints. Prints one JSON line last (every finished stage's figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from dojo.launch.cmd_learn import _key_values  # noqa: E402
+from dojo.learners import checkpoint, loop  # noqa: E402
+from dojo.replay.sampler import ReplayMirror  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+ENV_ID = "dojo/PickCube-v0"
+OFFLINE_AGENTS = ("bc", "iql", "calql", "fql")
+STAGES = ("offline", "calql_online", "wsrl")
+EVAL_SEED = 123_456  # final evaluations: reset seeds the stores and training never used
+
+
+def record_mixed_store(path: str, experts: int, noisy: int, skill: float, noise_std: float, seed: int) -> dict:
+    """`experts` scripted-expert episodes, then `noisy` from a ScriptedOperator with lapses and noise.
+
+    All are stored with source "demo": the whole store is the offline data set, so an online batch's
+    demo share (Cal-QL's 0.5) draws from all of it. The operator field tells them apart."""
+    from dojo.launch.cmd_record import record
+    from dojo.replay.store import EpisodeWriter
+    from dojo.sim.envs import make_env
+    from dojo.sim.experts import make_expert
+    from dojo.sim.operators import ScriptedOperator
+
+    env = make_env("pick_cube")
+    writer = EpisodeWriter(path)
+    try:
+        expert = record(env, writer, experts, act=make_expert(env), seed=seed, operator="scripted-expert")
+        operator = ScriptedOperator(env, skill=skill, noise_std=noise_std, seed=seed)
+        sloppy = record(env, writer, noisy, teleop=operator, seed=seed + 100_000, operator="noisy-operator")
+    finally:
+        writer.close()
+        env.close()
+    return {"expert": expert, "noisy": sloppy}
+
+
+def _save(out: str, name: str, result: dict) -> None:
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+
+def stage_offline(args, mirror, overrides: dict) -> dict:
+    """Each agent with its published defaults, the same number of updates, then 50 evaluation episodes."""
+    env = loop.make_env(ENV_ID)
+    results = {}
+    for name in args.agents:
+        run = os.path.join(args.out, f"offline_{name}")
+        if os.path.exists(os.path.join(run, "metrics.jsonl")):
+            os.remove(os.path.join(run, "metrics.jsonl"))
+        agent = loop.make_agent(name, env.observation_space, env.action_space, args.seed, overrides.get(name, {}))
+        cfg = loop.LoopConfig(steps=args.offline_updates, seed=args.seed, checkpoint_every=0, progress=False)
+        t0 = time.monotonic()
+        agent, _ = loop.run_offline(agent, mirror, cfg, run)
+        train_s = time.monotonic() - t0
+        final = loop.evaluate(env, loop.policy_act(agent, agent.action_scale), args.final_episodes, seed=EVAL_SEED)
+        last = json.loads(open(os.path.join(run, "metrics.jsonl")).read().splitlines()[-1])
+        results[name] = {"updates": args.offline_updates, "train_wall_s": round(train_s, 1),
+                         "updates_per_s": round(args.offline_updates / train_s, 1), **final,
+                         "overrides": overrides.get(name, {}),
+                         "last_info": {k: round(v, 4) for k, v in last.items() if k not in ("updates", "wall_s")}}
+        print(json.dumps({"offline": name, **results[name]}), flush=True)
+    return results
+
+
+def stage_online(args, name: str, init: str, demo_ratio: float, warmup: int, overrides: dict,
+                 demos_store: str | None) -> dict:
+    """Online fine-tuning from an offline checkpoint for `--online-steps` env steps, then 50 episodes."""
+    run = os.path.join(args.out, name)
+    os.makedirs(run, exist_ok=True)
+    if os.path.exists(os.path.join(run, "metrics.jsonl")):
+        os.remove(os.path.join(run, "metrics.jsonl"))
+    agent, _ = checkpoint.load_checkpoint(init, overrides)
+    mirror = ReplayMirror.from_store(demos_store) if demos_store else ReplayMirror()
+    env, eval_env = loop.make_env(ENV_ID), loop.make_env(ENV_ID)
+    start = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), args.eval_episodes, seed=EVAL_SEED)
+    cfg = loop.LoopConfig(steps=args.online_steps, seed=args.seed, learning_starts=args.learning_starts,
+                          random_steps=0, warmup_steps=warmup, demo_ratio=demo_ratio, eval_every=args.eval_every,
+                          eval_episodes=args.eval_episodes, checkpoint_every=0, progress=False)
+    agent, summary = loop.run_online(env, agent, mirror, cfg, run, eval_env=eval_env)
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    final = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), args.final_episodes, seed=EVAL_SEED)
+    result = {"init": os.path.relpath(init, args.out), "demo_ratio": demo_ratio, "warmup_steps": warmup,
+              "overrides": overrides, "env_steps": summary["env_steps"], "updates": summary["updates"],
+              "train_wall_s": rows[-1]["train_wall_s"], "start_success_rate": start["success_rate"],
+              "final_success_rate": final["success_rate"], "final_episodes": args.final_episodes,
+              "curve": [(0, start["success_rate"])] + [(r["env_steps"], r["success_rate"]) for r in rows],
+              "online_success_curve": [(r["env_steps"], r["online_success_rate"]) for r in rows]}
+    print(json.dumps({name: result}), flush=True)
+    return result
+
+
+def plot(out: str, results: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.6]})
+    offline = results.get("offline", {})
+    if offline:
+        names = list(offline)
+        axes[0].bar(names, [offline[n]["success_rate"] for n in names])
+        axes[0].set_title(f"offline, {offline[names[0]]['updates']} updates each", fontsize=9)
+    axes[0].set_ylabel("success rate (deterministic, 50 episodes)")
+    for stage in ("calql_online", "wsrl"):
+        if stage in results:
+            curve = results[stage]["curve"]
+            axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=stage)
+    axes[1].set_xlabel("online env steps")
+    axes[1].set_title("online fine-tuning from the offline Cal-QL checkpoint", fontsize=9)
+    if axes[1].lines:
+        axes[1].legend()
+    for ax in axes:
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="run directory (store, checkpoints, per-stage JSON)")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {STAGES}")
+    p.add_argument("--agents", default=",".join(OFFLINE_AGENTS), help="offline agents to train")
+    p.add_argument("--experts", type=int, default=50)
+    p.add_argument("--noisy", type=int, default=200)
+    p.add_argument("--skill", type=float, default=0.75, help="ScriptedOperator skill of the noisy episodes")
+    p.add_argument("--noise-std", type=float, default=0.1, help="ScriptedOperator action noise (action units)")
+    p.add_argument("--offline-updates", type=int, default=3000)
+    p.add_argument("--set", action="append", default=[], metavar="AGENT.KEY=VALUE",
+                   help="config override for one agent, e.g. calql.cql_alpha=1.0")
+    p.add_argument("--online-steps", type=int, default=10_000)
+    p.add_argument("--wsrl-init", choices=("calql", "iql"), default="calql")
+    p.add_argument("--wsrl-warmup", type=int, default=2000, help="env steps of the frozen policy before updates")
+    p.add_argument("--wsrl-set", action="append", default=["cql_alpha=0.0"], metavar="KEY=VALUE",
+                   help="overrides for WSRL's online phase (default: no conservative term online)")
+    p.add_argument("--learning-starts", type=int, default=256)
+    p.add_argument("--eval-every", type=int, default=2500)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--final-episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", default="learn_offline.png", help="file name under benchmarks/results/")
+    args = p.parse_args(argv)
+    args.agents = [a for a in args.agents.split(",") if a]
+    stages = [s for s in args.stages.split(",") if s]
+    for bad in [s for s in stages if s not in STAGES] + [a for a in args.agents if a not in OFFLINE_AGENTS]:
+        raise ValueError(f"unknown stage or agent {bad!r}; expected stages from {STAGES}, agents from {OFFLINE_AGENTS}")
+    overrides: dict[str, dict] = {}
+    for key, value in _key_values(args.set, "--set").items():
+        agent, _, field = key.partition(".")
+        if agent not in OFFLINE_AGENTS or not field:
+            raise ValueError(f"--set key must be AGENT.FIELD with AGENT in {OFFLINE_AGENTS}, got {key!r}")
+        overrides.setdefault(agent, {})[field] = value
+
+    os.makedirs(args.out, exist_ok=True)
+    store = os.path.join(args.out, "mixed.zarr")
+    if not os.path.exists(store):
+        t0 = time.monotonic()
+        rec = record_mixed_store(store, args.experts, args.noisy, args.skill, args.noise_std, seed=50_000)
+        _save(args.out, "store", {**rec, "skill": args.skill, "noise_std": args.noise_std,
+                                  "record_wall_s": round(time.monotonic() - t0, 1)})
+    t0 = time.monotonic()
+    if "offline" in stages:
+        _save(args.out, "offline", stage_offline(args, ReplayMirror.from_store(store), overrides))
+    calql_ckpt = os.path.join(args.out, "offline_calql", "checkpoint.msgpack")
+    if "calql_online" in stages:
+        _save(args.out, "calql_online", stage_online(args, "calql_online", calql_ckpt, 0.5, 0, {}, store))
+    if "wsrl" in stages:
+        init = os.path.join(args.out, f"offline_{args.wsrl_init}", "checkpoint.msgpack")
+        wsrl_overrides = _key_values(args.wsrl_set, "--wsrl-set") if args.wsrl_init == "calql" else {}
+        _save(args.out, "wsrl", stage_online(args, "wsrl", init, 0.0, args.wsrl_warmup, wsrl_overrides, None))
+
+    results = {name: json.load(open(os.path.join(args.out, f"{name}.json")))
+               for name in ("store",) + STAGES if os.path.exists(os.path.join(args.out, f"{name}.json"))}
+    os.makedirs(RESULTS, exist_ok=True)
+    plot(args.out, results, os.path.join(RESULTS, args.plot))
+    summary = {"env": ENV_ID, "stages_run": stages, "wall_s": round(time.monotonic() - t0, 1),
+               "store": results.get("store"),
+               "offline": {k: {f: v[f] for f in ("updates", "success_rate", "train_wall_s")}
+                           for k, v in results.get("offline", {}).items()},
+               **{s: {f: results[s][f] for f in ("env_steps", "start_success_rate", "final_success_rate", "curve")}
+                  for s in ("calql_online", "wsrl") if s in results}}
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
