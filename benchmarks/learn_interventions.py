@@ -1,6 +1,7 @@
 """Interventions on pick_cube (state observations), through the real actor/learner system (`dojo train`).
 
 Arms, each at the same env-step budget:
+  rlif+hil    as rlif, and the operator's corrections also sampled (and cloned) as demos (intervention.mode=both)
   rlif        the twin's intervening operator (own success ~50% at skill 0.75) watches the policy; RLIF's reward
               (-1 on the step before each takeover, no task reward), no demos
   operator    the same operator acting alone: its own success rate
@@ -87,6 +88,10 @@ def main() -> None:
             if "bc" in arms:
                 results["bc"] = bc_on_interventions(runs / "rlif" / "replay" / "actor-0.zarr", args.bc_updates,
                                                     args.eval_episodes)
+        if "rlif+hil" in arms:  # RLIF's reward, and the corrections also sampled (and cloned) as demos
+            results["rlif+hil"] = train(runs / "rlif+hil", common + [
+                "intervention.mode=both", "intervention.operator=sim", f"intervention.skill={args.skill}",
+                "demos.episodes=0"])
         if "hil-serl" in arms:
             results["hil-serl"] = train(runs / "hil-serl", common + [
                 "intervention.mode=hil-serl", "intervention.operator=sim", "intervention.skill=1.0"])

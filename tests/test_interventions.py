@@ -31,16 +31,17 @@ def write_episode(path, intervened, reward, source="online", terminal_last=True)
 
 
 def test_hil_serl_copies_intervened_runs_as_demonstrations(tmp_path):
+    """The operator's corrections join the demo source, which symmetric sampling and the BC term draw on."""
     intervened = [False, True, True, False, False, True]
     write_episode(tmp_path / "s.zarr", intervened, [0, 0, 0, 0, 0, 1])
     mirror = ReplayMirror()
     mirror.follow(tmp_path / "s.zarr", copy_interventions=False)
-    assert mirror.steps_by_source()["intervention"] == 0
+    assert mirror.steps_by_source()["demo"] == 0
     mirror = ReplayMirror()
     mirror.follow(tmp_path / "s.zarr", copy_interventions=True)
-    assert mirror.steps_by_source() == {"demo": 0, "online": 6, "intervention": 3, "prior": 0}
-    batch = mirror.sample(64, np.random.default_rng(0), source_ratio={"demo+intervention": 0.5})
-    from_copies = batch["source"] == 2
+    assert mirror.steps_by_source() == {"demo": 3, "online": 6, "intervention": 0, "prior": 0}
+    batch = mirror.sample(64, np.random.default_rng(0), source_ratio={"demo": 0.5})
+    from_copies = batch["source"] == 0
     assert from_copies.sum() == 32
     # The copies are steps 1, 2 (cut when the operator handed back: discount kept, next obs is o_3) and 5 (terminal).
     t = batch["obs"]["state"][from_copies, 0]

@@ -82,7 +82,6 @@ class Learner:
         self._online_steps = sum(r.num_rows - sum(e.finished for e in r.episodes) for r in self.readers)
         self.batch_size = self.agent_cfg.batch_size * getattr(self.agent_cfg, "utd_ratio", 1)
         self.demo_ratio = getattr(self.agent_cfg, "demo_ratio", 0.0)
-        self.demo_sources = ("demo", "intervention") if copy_interventions else ("demo",)
 
     def _on_steps(self, actor: str, first_seq: int, steps: list[dict]) -> None:
         self.sinks[actor].on_steps(first_seq, steps)
@@ -97,10 +96,9 @@ class Learner:
     def _source_ratio(self) -> dict | None:
         """Symmetric sampling (RLPD): demo_ratio of each batch from demonstrations, while there are some."""
         by_source = self.mirror.steps_by_source()
-        demos = sum(by_source[s] for s in self.demo_sources)
-        if demos == 0 or demos == sum(by_source.values()):
+        if by_source["demo"] in (0, sum(by_source.values())):
             return None  # only one side exists yet: sample what there is
-        return {"+".join(self.demo_sources): self.demo_ratio}
+        return {"demo": self.demo_ratio}
 
     def publish(self, done: bool = False) -> None:
         snap = self.agent.snapshot()

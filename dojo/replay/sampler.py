@@ -81,7 +81,7 @@ class ReplayMirror:
                reward_fn: Callable[[Episode], np.ndarray] | None = None, copy_interventions: bool = False) -> int:
         """Also hold another store's closed episodes (e.g. demos beside each actor's stream); `tail()`
         follows it too. With `copy_interventions` each run of intervened steps is also held as an
-        episode of source "intervention" (HIL-SERL: interventions count as demonstrations too).
+        episode of source "demo" (HIL-SERL: the operator's corrections join the demonstrations).
         Returns the steps added now."""
         reader = store if isinstance(store, StoreReader) else StoreReader(store)
         if (reader.mc_gamma, reader.failure_reward) != (self.mc_gamma, self.failure_reward):
@@ -134,7 +134,7 @@ class ReplayMirror:
                 truncated = np.zeros(b - a, bool)
                 truncated[-1] = not ep.terminal[b - 1]  # the operator handed back: cut, not an end
                 self.add_episode({k: v[a:b + 1] for k, v in ep.obs.items()}, ep.action[a:b], reward[a:b],
-                                 ep.terminal[a:b], truncated, ep.intervened[a:b], source="intervention",
+                                 ep.terminal[a:b], truncated, ep.intervened[a:b], source="demo",
                                  mc_return=mc_return[a:b])
         return added
 
