@@ -2,7 +2,7 @@
 
 Arms, each at the same env-step budget:
   rlif+hil    as rlif, and the operator's corrections also sampled (and cloned) as demos (intervention.mode=both)
-  rlif        the twin's intervening operator (own success ~50% at skill 0.75) watches the policy; RLIF's reward
+  rlif        the twin's intervening operator (own success ~50% with action noise 0.55) watches the policy; RLIF's reward
               (-1 on the step before each takeover, no task reward), no demos
   operator    the same operator acting alone: its own success rate
   bc          BC (HG-DAgger style) trained on the operator's intervention steps from the rlif run
@@ -34,12 +34,13 @@ def train(run: Path, overrides: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def operator_success(episodes: int, skill: float) -> float:
+def operator_success(episodes: int, noise_std: float) -> float:
     from dojo.sim import make_env
     from dojo.sim.operators import ScriptedOperator, run_episodes
 
     env = make_env("pick_cube")
-    return run_episodes(env, ScriptedOperator(env, skill=skill, seed=0), episodes, seed=2_000_000)["success_rate"]
+    return run_episodes(env, ScriptedOperator(env, noise_std=noise_std, seed=0), episodes,
+                        seed=2_000_000)["success_rate"]
 
 
 def bc_on_interventions(store: Path, updates: int, episodes: int) -> dict:
@@ -69,10 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--env-steps", type=int, default=8000)
     parser.add_argument("--eval-episodes", type=int, default=50)
-    parser.add_argument("--skill", type=float, default=0.75, help="the RLIF operator's skill (~50% own success)")
+    parser.add_argument("--noise-std", type=float, default=0.55,
+                        help="the RLIF operator's action noise (~50%% own success)")
     parser.add_argument("--bc-updates", type=int, default=5000)
     parser.add_argument("--out", default="benchmarks/results/interventions")
-    parser.add_argument("--arms", default="operator,rlif,bc,hil-serl,rlpd")
+    parser.add_argument("--arms", default="operator,rlif,bc,rlif+hil,hil-serl,rlpd")
     args = parser.parse_args()
     arms = args.arms.split(",")
     common = [f"learner.env_steps={args.env_steps}", f"eval.episodes={args.eval_episodes}"]
@@ -80,17 +82,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
         if "operator" in arms:
-            results["operator"] = {"success_rate": operator_success(args.eval_episodes, args.skill)}
+            results["operator"] = {"success_rate": operator_success(args.eval_episodes, args.noise_std)}
         if "rlif" in arms or "bc" in arms:
             results["rlif"] = train(runs / "rlif", common + [
-                "intervention.mode=rlif", "intervention.operator=sim", f"intervention.skill={args.skill}",
+                "intervention.mode=rlif", "intervention.operator=sim", f"intervention.noise_std={args.noise_std}",
                 "demos.episodes=0"])
             if "bc" in arms:
                 results["bc"] = bc_on_interventions(runs / "rlif" / "replay" / "actor-0.zarr", args.bc_updates,
                                                     args.eval_episodes)
         if "rlif+hil" in arms:  # RLIF's reward, and the corrections also sampled (and cloned) as demos
             results["rlif+hil"] = train(runs / "rlif+hil", common + [
-                "intervention.mode=both", "intervention.operator=sim", f"intervention.skill={args.skill}",
+                "intervention.mode=both", "intervention.operator=sim", f"intervention.noise_std={args.noise_std}",
                 "demos.episodes=0"])
         if "hil-serl" in arms:
             results["hil-serl"] = train(runs / "hil-serl", common + [
@@ -98,7 +100,7 @@ def main() -> None:
         if "rlpd" in arms:
             results["rlpd"] = train(runs / "rlpd", common)
     print(json.dumps({"benchmark": "learn_interventions", "task": "pick_cube", "env_steps": args.env_steps,
-                      "operator_skill": args.skill,
+                      "operator_noise_std": args.noise_std,
                       **{f"{arm}_success_rate": r.get("success_rate") for arm, r in results.items()},
                       "runs": results, "wall_s": round(time.monotonic() - started, 1)}))
 

@@ -178,7 +178,8 @@ def make_operator_from_config(cfg, env):
 
     if kind == "sim":
         return make_teleop("sim-operator", env=env, mode="intervening", rule=cfg.intervention.rule,
-                           skill=cfg.intervention.skill, takeover_steps=cfg.intervention.takeover_steps,
+                           skill=cfg.intervention.skill, noise_std=cfg.intervention.noise_std,
+                           takeover_steps=cfg.intervention.takeover_steps,
                            seed=cfg.seed)
     return make_teleop(kind)
 
