@@ -29,7 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     learn = subparsers.add_parser("learn", help="train an agent online on an env, or offline from a store")
     learn.add_argument("--env", help="gymnasium env id (e.g. dojo/PickCube-v0); needed online, optional offline")
     learn.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help="gym.make keyword")
-    learn.add_argument("--agent", default="rlpd", help="rlpd, sac, calql, iql, fql or bc")
+    learn.add_argument("--agent", default="rlpd",
+                       help="rlpd, serl (RLPD's sampling with SERL's robot settings and a demo BC term: what learns "
+                            "pick_cube fast), sac, calql, iql, fql or bc")
     learn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent config override")
     learn.add_argument("--demos", help="replay store of demonstrations mixed into online batches")
     learn.add_argument("--offline", action="store_true", help="pre-train from --data without an env loop")

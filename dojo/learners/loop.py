@@ -23,8 +23,9 @@ from dojo.policies.snapshot import Policy, save_snapshot
 from dojo.policies.spaces import ActionScale, ObsAdapter
 from dojo.replay.sampler import ReplayMirror
 
-AGENTS = {"rlpd": (sac, sac.get_config), "sac": (sac, sac.get_sac_config), "calql": (calql, calql.get_config),
-          "iql": (iql, iql.get_config), "fql": (fql, fql.get_config), "bc": (bc, bc.get_config)}
+AGENTS = {"rlpd": (sac, sac.get_config), "serl": (sac, sac.get_serl_config), "sac": (sac, sac.get_sac_config),
+          "calql": (calql, calql.get_config), "iql": (iql, iql.get_config), "fql": (fql, fql.get_config),
+          "bc": (bc, bc.get_config)}
 
 
 def make_agent(name: str, obs_space, action_space, seed: int = 0, overrides: dict | None = None,
