@@ -177,8 +177,10 @@ def main(argv=None) -> dict:
         _save(args.out, "store", {**rec, "skill": args.skill, "noise_std": args.noise_std,
                                   "record_wall_s": round(time.monotonic() - t0, 1)})
     t0 = time.monotonic()
-    if "offline" in stages:
-        _save(args.out, "offline", stage_offline(args, ReplayMirror.from_store(store), overrides))
+    if "offline" in stages:  # merged with agents trained by earlier calls
+        path = os.path.join(args.out, "offline.json")
+        earlier = json.load(open(path)) if os.path.exists(path) else {}
+        _save(args.out, "offline", {**earlier, **stage_offline(args, ReplayMirror.from_store(store), overrides)})
     calql_ckpt = os.path.join(args.out, "offline_calql", "checkpoint.msgpack")
     if "calql_online" in stages:
         _save(args.out, "calql_online", stage_online(args, "calql_online", calql_ckpt, 0.5, 0, {}, store))
