@@ -61,9 +61,13 @@ class StoreJournal:
     recording call.
     """
 
-    def __init__(self, path: str | os.PathLike, memory_steps: int = 2000, commit_interval_s: float = 0.2) -> None:
+    def __init__(self, path: str | os.PathLike, memory_steps: int = 2000, commit_interval_s: float = 0.2,
+                 durable: bool = False) -> None:
+        # Not fsynced by default: commits stay atomic (safe against a killed actor), and a step reaches the
+        # learner, whose store is fsynced, a commit sooner; a power cut on the robot loses at most what the
+        # learner has not acknowledged yet. durable=True fsyncs the journal too.
         self.path = path
-        self.writer = EpisodeWriter(path, commit_interval_s=commit_interval_s)
+        self.writer = EpisodeWriter(path, commit_interval_s=commit_interval_s, durable=durable)
         self.memory_steps = memory_steps
         self.commit_interval_s = commit_interval_s
         self._lock = threading.Lock()
