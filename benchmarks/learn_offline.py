@@ -121,9 +121,10 @@ def plot(out: str, results: dict, path: str) -> None:
     for stage in ("calql_online", "wsrl"):
         if stage in results:
             curve = results[stage]["curve"]
-            axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=stage)
+            init = results[stage]["init"].split(os.sep)[0].replace("offline_", "")
+            axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=f"{stage} (from {init})")
     axes[1].set_xlabel("online env steps")
-    axes[1].set_title("online fine-tuning from the offline Cal-QL checkpoint", fontsize=9)
+    axes[1].set_title("online fine-tuning from an offline checkpoint (10-episode checks)", fontsize=9)
     if axes[1].lines:
         axes[1].legend()
     for ax in axes:

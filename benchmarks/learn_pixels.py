@@ -1,0 +1,156 @@
+"""RLPD with the conv encoder (DrQ shifts) on the twin's pick_cube from pixels: two cameras (front, wrist)
+plus proprioception, scripted demos; measures updates/s and env steps/s, then learns for a bounded run.
+
+Run: .venv/bin/python benchmarks/learn_pixels.py [--image-size 64] [--steps 3000] [--set KEY=VALUE ...]
+Prints one JSON line last (updates_per_s, env_steps_per_s, compile_s, success curve, final success).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MUJOCO_GL", "egl")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dojo.launch.cmd_learn import _key_values  # noqa: E402
+from dojo.learners import loop  # noqa: E402
+from dojo.policies.spaces import ObsAdapter  # noqa: E402
+from dojo.replay.sampler import ReplayMirror  # noqa: E402
+from learn_pick_cube import RESULTS, RLPD_SETTINGS, plot  # noqa: E402
+
+ENV_ID = "dojo/PickCube-v0"
+
+
+def record_pixel_demos(episodes: int, path: str, image_size: int, seed: int = 10_000) -> dict:
+    from dojo.launch.cmd_record import record
+    from dojo.replay.store import EpisodeWriter
+    from dojo.sim.envs import make_env
+    from dojo.sim.experts import make_expert
+
+    env = make_env("pick_cube", obs_mode="pixels", image_size=(image_size, image_size))
+    writer = EpisodeWriter(path)
+    try:
+        return record(env, writer, episodes, act=make_expert(env), seed=seed)
+    finally:
+        writer.close()
+        env.close()
+
+
+def time_updates(agent, mirror: ReplayMirror, updates: int, seed: int = 0) -> dict:
+    """Compile time of the first update, then updates/s over `updates` more (sampling included and apart)."""
+    rng = np.random.default_rng(seed)
+    size = agent.config.batch_size * agent.config.utd_ratio
+    t0 = time.perf_counter()
+    agent, info = agent.update(mirror.sample(size, rng, source_ratio={"demo": 1.0}))
+    jax.block_until_ready(info)
+    compile_s = time.perf_counter() - t0
+    batches = [mirror.sample(size, rng) for _ in range(updates)]
+    t0 = time.perf_counter()
+    for batch in batches:
+        agent, info = agent.update(batch)
+    jax.block_until_ready(info)
+    update_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(updates):
+        mirror.sample(size, rng)
+    sample_s = time.perf_counter() - t0
+    return {"compile_s": round(compile_s, 2), "updates_per_s": round(updates / update_s, 2),
+            "updates_per_s_with_sampling": round(updates / (update_s + sample_s), 2)}
+
+
+def time_env_steps(env, agent, steps: int, seed: int = 0) -> dict:
+    """Env steps/s with rendering alone (zero actions), and with the policy acting (sampling)."""
+    adapter = ObsAdapter(env.observation_space)
+    obs, _ = env.reset(seed=seed)
+    key = jax.random.PRNGKey(seed)
+    act = agent.sample_actions({k: v[None] for k, v in adapter(obs).items()}, key)  # compile
+    jax.block_until_ready(act)
+    zero = np.zeros(env.action_space.shape, np.float32)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        obs, _, terminated, truncated, _ = env.step(zero)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        key, k = jax.random.split(key)
+        action = np.asarray(agent.sample_actions({k_: v[None] for k_, v in adapter(obs).items()}, k))[0]
+        obs, _, terminated, truncated, _ = env.step(agent.action_scale.to_env(action))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    act_s = time.perf_counter() - t0
+    return {"env_steps_per_s": round(steps / env_s, 1), "env_steps_per_s_with_policy": round(steps / act_s, 1)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--image-size", type=int, default=64, help="square camera images, pixels per side")
+    p.add_argument("--steps", type=int, default=3000, help="online env steps")
+    p.add_argument("--demos", type=int, default=20)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RLPD config override")
+    p.add_argument("--time-updates", type=int, default=30, help="updates timed after the compile")
+    p.add_argument("--time-env-steps", type=int, default=200)
+    p.add_argument("--learning-starts", type=int, default=256)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--final-episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default: a temporary one)")
+    p.add_argument("--plot", default="learn_pixels.png", help="file name under benchmarks/results/")
+    args = p.parse_args(argv)
+    if args.image_size < 16:
+        raise ValueError(f"--image-size must be >= 16 pixels, got {args.image_size}")
+
+    out = args.out or tempfile.mkdtemp(prefix="learn_pixels_")
+    demos = os.path.join(out, "demos.zarr")
+    t0 = time.monotonic()
+    if not os.path.exists(demos):
+        record_pixel_demos(args.demos, demos, args.image_size)
+    record_s = time.monotonic() - t0
+    mirror = ReplayMirror.from_store(demos)
+    size = (args.image_size, args.image_size)
+    env = loop.make_env(ENV_ID, obs_mode="pixels", image_size=size)
+    eval_env = loop.make_env(ENV_ID, obs_mode="pixels", image_size=size)
+    overrides = {**RLPD_SETTINGS, **_key_values(args.set, "--set")}
+    agent = loop.make_agent("rlpd", env.observation_space, env.action_space, args.seed, overrides)
+    speed = {**time_updates(agent, mirror, args.time_updates, args.seed),
+             **time_env_steps(eval_env, agent, args.time_env_steps, args.seed)}
+    print(json.dumps({"speed": speed}), flush=True)
+
+    metrics = os.path.join(out, "metrics.jsonl")
+    if os.path.exists(metrics):
+        os.remove(metrics)
+    cfg = loop.LoopConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, random_steps=0,
+                          eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=0,
+                          progress=False)
+    agent, summary = loop.run_online(env, agent, mirror, cfg, out, eval_env=eval_env)
+    rows = [json.loads(line) for line in open(metrics)]
+    final = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), args.final_episodes, seed=123_456)
+    os.makedirs(RESULTS, exist_ok=True)
+    plot(rows, os.path.join(RESULTS, args.plot),
+         f"RLPD {ENV_ID} pixels {args.image_size}x{args.image_size} (front + wrist) + proprio, {args.demos} demos, "
+         + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    result = {"env": ENV_ID, "obs": f"pixels {args.image_size}x{args.image_size}, front + wrist, proprio",
+              "agent": "rlpd", **overrides, "demos": args.demos, "record_demos_s": round(record_s, 1), **speed,
+              "env_steps": summary["env_steps"], "updates": summary["updates"],
+              "train_wall_s": rows[-1]["train_wall_s"], "train_env_steps_per_s":
+              round(summary["env_steps"] / rows[-1]["train_wall_s"], 2),
+              "final_success_rate": final["success_rate"], "final_episodes": args.final_episodes,
+              "curve": [(r["env_steps"], r["success_rate"]) for r in rows]}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
