@@ -241,6 +241,8 @@ def whole_path(flat_out_steps: int, control_steps: int) -> dict:
         "store_over_10hz_data_rate": round(store_rate / 10.0, 1),
         "step_to_store_ms_p50": round(float(np.percentile(store_ms, 50)), 1),
         "step_to_store_ms_p99": round(float(np.percentile(store_ms, 99)), 1),
+        "step_to_store_ms_p90": round(float(np.percentile(store_ms, 90)), 1),
+        "step_to_store_ms_max": round(float(store_ms.max()), 1),
         "step_to_store_samples": len(store_ms),
         "control_steps": control_steps,
         "control_rate_hz": round((len(ticks) - 1) / (ticks[-1] - ticks[0]), 3),
