@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dojo.policies import networks as nets
-from dojo.policies.snapshot import Snapshot
+from dojo.policies.snapshot import Snapshot, policy_apply
 from dojo.policies.spaces import ActionScale, ObsAdapter, ObsSpec
 
 
@@ -119,3 +119,21 @@ def make_snapshot(agent, kind: str, encoder, actor, encoder_params, actor_params
 def actor_fields(actor) -> dict:
     return {f.name: getattr(actor, f.name) for f in dataclasses.fields(actor)
             if f.name not in ("parent", "name")}
+
+
+class GaussianActing:
+    """Acting and snapshots for agents whose modules are (encoder, critic, _, actor) with a Gaussian actor on
+    the encoder features kept in critic_params (SAC/RLPD, IQL)."""
+
+    @jax.jit
+    def sample_actions(self, obs, rng=None):
+        """Actions in [-1, 1] for a batch of canonical obs: sampled with `rng`, the mode without."""
+        encoder, _, _, actor = self.modules
+        obs = preprocess(self, None, obs, augment=False)
+        params = {"encoder": self.critic_params.get("encoder", {}), "actor": self.actor_params}
+        return policy_apply("gaussian", encoder, actor, params, obs, rng, rng is None)
+
+    def snapshot(self):
+        encoder, _, _, actor = self.modules
+        return make_snapshot(self, "gaussian", encoder, actor, self.critic_params.get("encoder"),
+                             self.actor_params, actor_fields(actor))

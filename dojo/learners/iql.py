@@ -15,7 +15,6 @@ import optax
 
 from dojo.learners import common
 from dojo.policies import networks as nets
-from dojo.policies.snapshot import policy_apply
 from dojo.policies.spaces import ActionScale, ObsSpec
 
 
@@ -67,7 +66,7 @@ def awr_weights(advantage, temperature: float, max_weight: float):
     return jnp.minimum(jnp.exp(advantage * temperature), max_weight)
 
 
-class IQLAgent(flax.struct.PyTreeNode):
+class IQLAgent(common.GaussianActing, flax.struct.PyTreeNode):
     rng: jax.Array
     step: jax.Array
     critic_params: dict
@@ -142,18 +141,6 @@ class IQLAgent(flax.struct.PyTreeNode):
                               target_critic_params=nets.soft_update(agent.target_critic_params, critic_params, cfg.tau),
                               rng=rng, step=agent.step + 1)
         return agent, {**v_info, **a_info, **c_info}
-
-    @jax.jit
-    def sample_actions(self, obs, rng=None):
-        encoder, _, _, actor = self.modules
-        obs = common.preprocess(self, None, obs, augment=False)
-        params = {"encoder": self.critic_params.get("encoder", {}), "actor": self.actor_params}
-        return policy_apply("gaussian", encoder, actor, params, obs, rng, rng is None)
-
-    def snapshot(self):
-        encoder, _, _, actor = self.modules
-        return common.make_snapshot(self, "gaussian", encoder, actor, self.critic_params.get("encoder"),
-                                    self.actor_params, common.actor_fields(actor))
 
 
 def create(seed: int, obs_space, action_space, config: Config | None = None, obs_stats: dict | None = None):

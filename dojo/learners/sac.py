@@ -16,7 +16,6 @@ import optax
 
 from dojo.learners import common
 from dojo.policies import networks as nets
-from dojo.policies.snapshot import policy_apply
 from dojo.policies.spaces import ActionScale, ObsSpec
 from dojo.replay.store import SOURCES
 
@@ -115,7 +114,7 @@ def subsample_heads(params: dict, idx) -> dict:
     return params
 
 
-class SACAgent(flax.struct.PyTreeNode):
+class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
     rng: jax.Array
     step: jax.Array
     critic_params: dict
@@ -219,19 +218,6 @@ class SACAgent(flax.struct.PyTreeNode):
         info = {**info, **actor_info, "temperature": jnp.exp(log_temp)}
         return agent.replace(rng=rng, step=agent.step + 1, actor_params=actor_params, actor_opt=actor_opt,
                              log_temp=log_temp, temp_opt=temp_opt), info
-
-    @jax.jit
-    def sample_actions(self, obs, rng=None):
-        """Actions in [-1, 1] for a batch of canonical obs: sampled with `rng`, the mode without."""
-        encoder, _, _, actor = self.modules
-        obs = common.preprocess(self, None, obs, augment=False)
-        params = {"encoder": self.critic_params.get("encoder", {}), "actor": self.actor_params}
-        return policy_apply("gaussian", encoder, actor, params, obs, rng, rng is None)
-
-    def snapshot(self):
-        encoder, _, _, actor = self.modules
-        return common.make_snapshot(self, "gaussian", encoder, actor, self.critic_params.get("encoder"),
-                                    self.actor_params, common.actor_fields(actor))
 
 
 def create(seed: int, obs_space, action_space, config: Config | None = None, obs_stats: dict | None = None):
