@@ -46,24 +46,18 @@ def operator_success(episodes: int, noise_std: float) -> float:
 def bc_on_interventions(store: Path, updates: int, episodes: int) -> dict:
     """HG-DAgger: behaviour cloning on the steps where the operator was in control."""
     from dojo.learners.loop import evaluate, make_agent, policy_act
-    from dojo.replay.sampler import ReplayMirror, intervened_runs
-    from dojo.replay.store import open_store
+    from dojo.replay.sampler import ReplayMirror
     from dojo.sim import make_env
 
-    reader, mirror = open_store(store), ReplayMirror()
-    for ep in reader.read_episodes(0, reader.num_episodes):
-        for a, b in intervened_runs(ep.intervened):
-            truncated = np.zeros(b - a, bool)
-            truncated[-1] = not ep.terminal[b - 1]
-            mirror.add_episode({k: v[a:b + 1] for k, v in ep.obs.items()}, ep.action[a:b], ep.reward[a:b],
-                               ep.terminal[a:b], truncated, ep.intervened[a:b], source="intervention")
+    mirror = ReplayMirror()
+    mirror.follow(store, copy_interventions=True)  # the intervened runs, held as demo-source episodes
     env = make_env("pick_cube")
     agent = make_agent("bc", env.observation_space, env.action_space)
     rng = np.random.default_rng(0)
     for _ in range(updates):
-        agent, _ = agent.update(mirror.sample(agent.config.batch_size, rng))
+        agent, _ = agent.update(mirror.sample(agent.config.batch_size, rng, source_ratio={"demo": 1.0}))
     result = evaluate(env, policy_act(agent, agent.action_scale), episodes, seed=1_000_000)
-    return {"success_rate": result["success_rate"], "intervention_steps": mirror.num_steps}
+    return {"success_rate": result["success_rate"], "intervention_steps": mirror.steps_by_source()["demo"]}
 
 
 def main() -> None:

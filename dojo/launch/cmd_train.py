@@ -244,7 +244,7 @@ def run_train(args: argparse.Namespace) -> int:
         for f in logs.values():
             f.close()
     last = _last_progress(run) or last
-    eval_success = evaluate(cfg, run / "policy.msgpack", cfg.eval.episodes) if cfg.eval.episodes else None
+    eval_success = evaluate(cfg, run, cfg.eval.episodes) if cfg.eval.episodes else None
     plot_learning_curve(run, eval_success)
     print(json.dumps({"task": cfg.task, "run": str(run), "env_steps": last.get("env_steps"),
                       "updates": last.get("updates"), "train_success_rate": last.get("success_rate"),
@@ -286,22 +286,15 @@ def _last_progress(run: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def evaluate(cfg, snapshot_path: Path, episodes: int, seed: int = 1_000_000) -> float:
-    """Success rate of the snapshot's deterministic policy on the twin, over seeded episodes."""
-    from dojo.policies.snapshot import Policy
+def evaluate(cfg, run: Path, episodes: int, seed: int = 1_000_000) -> float:
+    """Success rate of the run's snapshot, acting deterministically on the twin, over seeded episodes."""
+    from dojo.learners.loop import evaluate_run
 
     env = make_sim_env(cfg)
-    policy = Policy(str(snapshot_path))
-    successes = 0
-    for episode in range(episodes):
-        obs, info = env.reset(seed=seed + episode)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(policy(obs, deterministic=True))
-            done = terminated or truncated
-        successes += bool(info["success"])
-    env.close()
-    return successes / episodes
+    try:
+        return evaluate_run(str(run), env, episodes, seed=seed)["success_rate"]
+    finally:
+        env.close()
 
 
 def plot_learning_curve(run: Path, eval_success: float | None) -> None:
