@@ -12,6 +12,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
 
+@pytest.fixture(autouse=True)
+def collect_garbage_here():
+    """Run each test's leftover finalizers (renderers' GL contexts, ZeroMQ contexts) on the main thread at
+    its end. Left to chance, the cyclic collector can run one on zarr's I/O thread, and a finalizer that
+    blocks there stalls every store read and write in the process."""
+    yield
+    import gc
+
+    gc.collect()
+
+
 @pytest.fixture
 def terminal():
     """A pseudo-terminal (master, slave) for keyboard teleop and terminal UIs."""
@@ -19,3 +30,21 @@ def terminal():
     yield master, slave
     os.close(master)
     os.close(slave)
+
+
+def pytest_unconfigure(config):
+    """After the session: if a wedged thread keeps the interpreter from exiting, dump every thread's stack
+    and exit non-zero within a minute instead of hanging CI (a leftover non-daemon thread is a bug)."""
+    import faulthandler
+    import sys
+    import threading
+
+    def give_up():
+        sys.stderr.write("\ntests finished but the process did not exit within 60 s; threads:\n")
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(3)
+
+    timer = threading.Timer(60.0, give_up)
+    timer.daemon = True
+    timer.start()

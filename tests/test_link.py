@@ -66,6 +66,14 @@ class Recorder:
 
 
 @pytest.fixture
+def ctx():
+    """A raw ZeroMQ context for misbehaving peers, destroyed even when the test fails."""
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture
 def keys(tmp_path):
     return create_keys(tmp_path / "run", ["actor-0", "actor-1"])
 
@@ -263,12 +271,11 @@ def test_link_cut_then_exactly_once(tmp_path, keys):
     check_exactly_once(record, "actor-1", n)
 
 
-def test_unauthenticated_and_wrong_key_clients_are_rejected(tmp_path, keys):
+def test_unauthenticated_and_wrong_key_clients_are_rejected(tmp_path, keys, ctx):
     rec = Recorder()
     rogue = create_keys(tmp_path / "rogue", ["actor-0"])  # same actor name, a key the learner never saw
     (rogue / "learner.key").write_bytes((keys / "learner.key").read_bytes())
     with LinkServer(rec, keys, port=0, **FAST).start() as server:
-        ctx = zmq.Context()
         plain = ctx.socket(zmq.DEALER)  # no CURVE at all
         plain.linger = 0
         plain.connect(f"tcp://{server.address}")
@@ -282,11 +289,12 @@ def test_unauthenticated_and_wrong_key_clients_are_rejected(tmp_path, keys):
                 good_journal.append(make_step(i))
             wait_for(lambda: good.status().acked_seq == 20, what="the authorized actor's steps acked")
             wait_for(lambda: wrong.status().auth_rejected, what="the wrong-key actor told it was rejected")
-            wait_for(lambda: server.stats().get("handshake_failed_protocol", 0) >= 1, what="the keyless peer counted")
+            # libzmq reports the mechanism mismatch as a protocol error, or without detail when the peer
+            # hangs up first (seen under load); either way it is refused before any message is read.
+            wait_for(lambda: server.stats().get("handshake_failed_protocol", 0)
+                     + server.stats().get("handshake_failed_other", 0) >= 1, what="the keyless peer counted")
             assert server.stats()["auth_denied"] >= 1
             assert wrong.status().acked_seq == 0 and not wrong.status().connected
-        plain.close()
-        ctx.term()
     assert {a for a, _, _ in rec.rows} == {"actor-1"} and rec.seqs("actor-1") == list(range(1, 21))
 
 
@@ -301,7 +309,7 @@ def curve_dealer(ctx, server, keys, actor):
     return sock
 
 
-def test_malformed_and_oversized_messages_are_rejected_and_counted(keys):
+def test_malformed_and_oversized_messages_are_rejected_and_counted(keys, ctx):
     rec = Recorder()
     limit = 1 << 20
     pack = lambda h: msgpack.packb(h, use_bin_type=True)  # noqa: E731
@@ -326,7 +334,6 @@ def test_malformed_and_oversized_messages_are_rejected_and_counted(keys):
                        *[bytes(400_000)] * 3]],
     }
     with LinkServer(rec, keys, port=0, max_message_bytes=limit, **FAST).start() as server:
-        ctx = zmq.Context()
         raw = curve_dealer(ctx, server, keys, "actor-1")
         for reason, messages in bad.items():
             for frames in messages:
@@ -340,8 +347,6 @@ def test_malformed_and_oversized_messages_are_rejected_and_counted(keys):
         # One frame over libzmq's MAXMSGSIZE: the learner drops that connection before reading it.
         raw.send_multipart([good_frames[0], bytes(limit + 1)])
         wait_for(lambda: server.stats().get("disconnects", 0) >= 1, what="the oversized peer dropped")
-        raw.close()
-        ctx.term()
         journal = MemoryJournal()
         with LinkClient(journal, server.address, keys, "actor-0", **FAST) as client:
             for i in range(1, 11):

@@ -35,8 +35,10 @@ import dataclasses
 import logging
 import os
 import stat
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +51,17 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger("dojo.link")
+
+
+def join_thread(thread: threading.Thread, timeout_s: float, what: str) -> None:
+    """Join `thread`; if it has not stopped within `timeout_s`, raise saying where it is stuck
+    (a wedged thread must fail loudly, not hang the process that closes it)."""
+    thread.join(timeout_s)
+    if thread.is_alive():
+        frame = sys._current_frames().get(thread.ident)
+        where = "".join(traceback.format_stack(frame)[-6:]) if frame is not None else "(no frame)"
+        raise RuntimeError(f"{what} did not stop within {timeout_s:g} s; it is stuck at:\n{where}")
+
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 5570
@@ -480,7 +493,7 @@ class LinkServer:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            join_thread(self._thread, 30.0, "the learner link's server thread")
         self._sock.disable_monitor()
         self._monitor.close(linger=0)
         self._sock.close(linger=0)
@@ -699,7 +712,7 @@ class LinkClient:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        join_thread(self._thread, 30.0, "the actor link's client thread")
         self._ctx.term()
 
     def __enter__(self) -> LinkClient:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from dojo.replay.link import join_thread
 from dojo.replay.store import SOURCES, EpisodeWriter, StoreReader
 
 META_FIELDS = ("source", "task", "instruction", "operator", "robot", "calibration_id", "start_time_s",
@@ -155,7 +156,7 @@ class StoreJournal:
         """Commit everything recorded, then release the store (an open episode stays open)."""
         if self._thread.is_alive():
             self._queue.put(None)
-            self._thread.join()
+            join_thread(self._thread, 120.0, f"the journal writer for {self.path}")
         if self._error is not None:
             raise RuntimeError(f"the journal writer for {self.path} failed: {self._error}") from self._error
 
