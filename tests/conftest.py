@@ -48,3 +48,13 @@ def pytest_unconfigure(config):
     timer = threading.Timer(60.0, give_up)
     timer.daemon = True
     timer.start()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that pytest-timeout had to stop usually left a wedged thread behind (zarr's I/O loop, a
+    socket thread); the tests after it would each wait out the timeout too. Stop the session there."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.excinfo is not None and "from pytest-timeout" in str(call.excinfo.value):
+        item.session.shouldstop = f"{item.nodeid} timed out; later tests would hang on what it left running"
