@@ -1,0 +1,67 @@
+"""Which part of the RLIF arm fails: learners trained offline on one run's intervention steps.
+
+Given the store of an `intervention.mode=rlif` run (RUN/replay/actor-0.zarr), trains each variant on the
+operator's intervened runs (held as demos by `ReplayMirror.follow(copy_interventions=True)`) and the rest of
+the run's steps, then evaluates it without an operator. Prints one JSON line.
+
+Run: .venv/bin/python benchmarks/rlif_diagnostics.py RUN/replay/actor-0.zarr [--updates 3000] [--variants ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+# name -> (agent, reward, agent overrides); reward "rlif" relabels as RLIF, "zero" gives the critic no signal
+VARIANTS = {
+    "bc": ("bc", None, {}),
+    "sac_bc_rlif": ("serl", "rlif", {}),
+    "sac_bc_zero_reward": ("serl", "zero", {}),
+    "sac_bc_only": ("serl", "zero", {"bc_weight": 100.0, "demo_ratio": 1.0}),
+    "sac_bc_only_4x512": ("serl", "zero", {"bc_weight": 100.0, "demo_ratio": 1.0, "hidden_dims": (512,) * 4}),
+}
+
+
+def run_variant(store: str, name: str, updates: int, episodes: int) -> float:
+    from dojo.learners.loop import _sample, evaluate, make_agent, policy_act
+    from dojo.replay.sampler import ReplayMirror
+    from dojo.rewards.interventions import episode_rlif_reward
+    from dojo.sim import make_env
+
+    agent_name, reward, overrides = VARIANTS[name]
+    reward_fn = {None: None, "rlif": episode_rlif_reward,
+                 "zero": lambda ep: np.zeros_like(ep.reward)}[reward]
+    env = make_env("pick_cube")
+    mirror = ReplayMirror()
+    mirror.follow(store, copy_interventions=True, reward_fn=reward_fn)
+    agent = make_agent(agent_name, env.observation_space, env.action_space, overrides=overrides)
+    rng = np.random.default_rng(0)
+    for _ in range(updates):
+        if agent_name == "bc":
+            batch = mirror.sample(agent.config.batch_size, rng, source_ratio={"demo": 1.0})
+        else:
+            batch = _sample(mirror, agent, rng, agent.config.demo_ratio)
+        agent, _ = agent.update(batch)
+    return evaluate(env, policy_act(agent, agent.action_scale), episodes, seed=1_000_000)["success_rate"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", help="the rlif run's actor store, RUN/replay/actor-0.zarr")
+    p.add_argument("--updates", type=int, default=3000)
+    p.add_argument("--episodes", type=int, default=30)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
+    args = p.parse_args()
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
+    results = {name: run_variant(args.store, name, args.updates, args.episodes) for name in names}
+    print(json.dumps({"benchmark": "rlif_diagnostics", "store": args.store, "updates": args.updates,
+                      "episodes": args.episodes, **{f"{k}_success_rate": v for k, v in results.items()}}))
+
+
+if __name__ == "__main__":
+    main()
