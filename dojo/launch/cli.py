@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 # Each module registers its subcommands with `add_parser(subparsers)` and sets `func` on them.
 COMMAND_MODULES = ("cmd_sim", "cmd_teleop", "cmd_record", "cmd_replay", "cmd_learn", "cmd_train")
@@ -20,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Ctrl-C stops every dojo command (a person at a teleop device or watching a run must be able to),
+    # also where a shell or supervisor started us with SIGINT ignored: Python then installs no handler.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
