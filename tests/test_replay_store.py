@@ -116,6 +116,29 @@ def test_commits_follow_the_interval_and_episode_ends(tmp_path: Path) -> None:
     w.close()
 
 
+def test_arrays_grow_ahead_while_writing_and_are_exact_once_closed(tmp_path: Path) -> None:
+    """A commit does not resize (and rewrite the metadata of) every array: they grow in blocks and readers
+    go by the commit record; closing cuts them to what the store holds, for plain-zarr users."""
+    w = EpisodeWriter(tmp_path / "s")
+    record(w, 5)
+    w.flush()
+    group = zarr.open_group(tmp_path / "s", mode="r")
+    assert group.attrs["commit"]["rows"] == 6 and group.attrs["commit"]["episodes"] == 1
+    assert group["data/action"].shape[0] > 6 and group["meta/start_row"].shape[0] > 1  # grown ahead
+    reader = open_store(tmp_path / "s")
+    assert reader.num_rows == 6 and len(reader.read("action", 0, 6)) == 6
+    record(w, 3)
+    w.close()
+    group = zarr.open_group(tmp_path / "s", mode="r")
+    assert {group[f"data/{k}"].shape[0] for k in ("action", "reward", "obs/front", "mc_return")} == {10}
+    assert group["meta/start_row"].shape[0] == 2
+    assert verify_store(tmp_path / "s").num_rows == 10  # every chunk decodes
+    again = EpisodeWriter(tmp_path / "s")  # reopening and appending after the cut works
+    record(again, 2)
+    again.close()
+    assert open_store(tmp_path / "s").num_rows == 13
+
+
 def test_discarded_episode_leaves_nothing_behind(tmp_path: Path) -> None:
     """Record A, B (discarded after some of it was committed), C; compare with a store of A, C."""
 

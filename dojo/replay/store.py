@@ -55,6 +55,9 @@ META_STRINGS = tuple(k for k, v in META_DTYPES.items() if v is str)
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CHUNK_TARGET_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: few files, cheap partial rewrites
 _MAX_CHUNK_ROWS = 4096
+# Arrays grow in steps of this many rows, not at every commit: a resize rewrites (and fsyncs) the array's
+# zarr.json, which would double the files a one-step commit touches. Readers go by the commit record.
+_GROW_ROWS = 1024
 _ACTION_TOLERANCE = 1e-5
 
 
@@ -688,12 +691,7 @@ class EpisodeWriter:
         if stored_spec is not None:
             self._data = {k: self._group[f"data/{k}"] for k in _row_arrays(self._spec, self._action_dim)}
         # Drop rows a crashed writer wrote past its last commit, so they cannot resurface.
-        for arr in self._data.values():
-            if arr.shape[0] > self._rows:
-                arr.resize((self._rows, *arr.shape[1:]))
-        for arr in self._meta.values():
-            if arr.shape[0] > self._episodes:
-                arr.resize((self._episodes,))
+        self._trim_to_commit()
         if reader.open_episode is not None:
             self._reopen_episode(reader)
             if not self._resume_open_episode:
@@ -899,6 +897,7 @@ class EpisodeWriter:
             return
         try:
             self.flush()
+            self._trim_to_commit()  # a closed store's arrays are exactly as long as what it holds
         finally:
             self._release_lock()
 
@@ -909,6 +908,15 @@ class EpisodeWriter:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------
+    def _trim_to_commit(self) -> None:
+        """Cut the arrays to the committed rows and episodes (they grow ahead in _GROW_ROWS steps)."""
+        for arr in self._data.values():
+            if arr.shape[0] > self._rows:
+                arr.resize((self._rows, *arr.shape[1:]))
+        for arr in self._meta.values():
+            if arr.shape[0] > self._episodes:
+                arr.resize((self._episodes,))
+
     def _check_open(self) -> None:
         if self._lock_fd is None:
             raise RuntimeError(f"the writer for {self.path} is closed")
@@ -982,8 +990,8 @@ class EpisodeWriter:
         stop = start + len(values)
 
         def write() -> None:
-            if resize and arr.shape[0] != stop:
-                arr.resize((stop, *arr.shape[1:]))
+            if resize and arr.shape[0] < stop:
+                arr.resize((-(-stop // _GROW_ROWS) * _GROW_ROWS, *arr.shape[1:]))
             arr[start:stop] = values
 
         _wrap(f"{self.path}/{arr.path} rows {start}:{stop}: cannot write", write)
