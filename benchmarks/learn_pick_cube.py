@@ -31,14 +31,15 @@ RLPD_SETTINGS = {"utd_ratio": 1, "num_qs": 2, "batch_size": 256, "backup_entropy
                  "init_temperature": 0.01, "discount": 0.99, "bc_weight": 1.0}
 
 
-def record_demos(task: str, episodes: int, path: str, seed: int = 10_000) -> dict:
-    """Scripted-expert episodes into a real replay store (as `dojo record --sim TASK --policy expert`)."""
+def record_demos(task: str, episodes: int, path: str, seed: int = 10_000, **env_kwargs) -> dict:
+    """Scripted-expert episodes into a real replay store (as `dojo record --sim TASK --policy expert`);
+    `env_kwargs` go to the twin's make_env (e.g. obs_mode="pixels")."""
     from dojo.launch.cmd_record import record
     from dojo.replay.store import EpisodeWriter
     from dojo.sim.envs import make_env
     from dojo.sim.experts import make_expert
 
-    env = make_env(task)
+    env = make_env(task, **env_kwargs)
     writer = EpisodeWriter(path)
     try:
         return record(env, writer, episodes, act=make_expert(env), seed=seed)
@@ -68,23 +69,44 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def add_run_options(p: argparse.ArgumentParser, eval_every: int, eval_episodes: int, final_episodes: int,
+                    plot_name: str) -> None:
+    """The options every online learning benchmark here takes, with its own defaults."""
+    p.add_argument("--demos", type=int, default=20)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RLPD config override")
+    p.add_argument("--learning-starts", type=int, default=256)
+    p.add_argument("--eval-every", type=int, default=eval_every)
+    p.add_argument("--eval-episodes", type=int, default=eval_episodes)
+    p.add_argument("--final-episodes", type=int, default=final_episodes)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default: a temporary one)")
+    p.add_argument("--plot", default=plot_name, help="file name under benchmarks/results/")
+
+
+def train_and_evaluate(env, eval_env, agent, mirror: ReplayMirror, cfg, out: str, final_episodes: int,
+                       plot_name: str, title: str):
+    """Run the online loop into `out`, evaluate the final policy deterministically on `final_episodes`,
+    plot the curve under results/. Returns (loop summary, metric rows, final evaluation)."""
+    metrics = os.path.join(out, "metrics.jsonl")
+    if os.path.exists(metrics):
+        os.remove(metrics)
+    agent, summary = loop.run_online(env, agent, mirror, cfg, out, eval_env=eval_env)
+    rows = [json.loads(line) for line in open(metrics)]
+    final = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), final_episodes, seed=123_456)
+    os.makedirs(RESULTS, exist_ok=True)
+    plot(rows, os.path.join(RESULTS, plot_name), title)
+    return summary, rows, final
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="dojo/PickCube-v0")
     p.add_argument("--steps", type=int, default=30_000)
-    p.add_argument("--demos", type=int, default=20)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RLPD config override")
+    add_run_options(p, eval_every=2000, eval_episodes=20, final_episodes=50, plot_name="learn_pick_cube.png")
     p.add_argument("--normalize", choices=("none", "demos"), default="none",
                    help="state normalisation: none, or mean/std of the demos (std floored at --min-std)")
     p.add_argument("--min-std", type=float, default=1e-2)
     p.add_argument("--n-step", type=int, default=1)
-    p.add_argument("--learning-starts", type=int, default=256)
-    p.add_argument("--eval-every", type=int, default=2000)
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--final-episodes", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run directory (default: a temporary one)")
-    p.add_argument("--plot", default="learn_pick_cube.png", help="file name under benchmarks/results/")
     args = p.parse_args(argv)
 
     out = args.out or tempfile.mkdtemp(prefix="learn_")
@@ -100,18 +122,12 @@ def main(argv=None) -> dict:
     cfg = loop.LoopConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, random_steps=0,
                           eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=0,
                           n_step=args.n_step, progress=False)
-    metrics = os.path.join(out, "metrics.jsonl")
-    if os.path.exists(metrics):
-        os.remove(metrics)
     t0 = time.monotonic()
-    agent, summary = loop.run_online(env, agent, mirror, cfg, out, eval_env=eval_env)
-    rows = [json.loads(line) for line in open(metrics)]
-    final = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), args.final_episodes, seed=123_456)
-    first_90 = next((r for r in rows if r["success_rate"] >= 0.9), None)
-    os.makedirs(RESULTS, exist_ok=True)
     title = (f"RLPD {args.env} state, {args.demos} demos, n_step {args.n_step}, normalize {args.normalize}, "
              + ", ".join(f"{k}={v}" for k, v in overrides.items()))
-    plot(rows, os.path.join(RESULTS, args.plot), title)
+    summary, rows, final = train_and_evaluate(env, eval_env, agent, mirror, cfg, out, args.final_episodes,
+                                              args.plot, title)
+    first_90 = next((r for r in rows if r["success_rate"] >= 0.9), None)
     result = {"env": args.env, "agent": "rlpd", **overrides, "demos": args.demos, "n_step": args.n_step,
               "normalize": args.normalize, "env_steps": summary["env_steps"], "updates": summary["updates"],
               "train_wall_s": rows[-1]["train_wall_s"], "total_wall_s": round(time.monotonic() - t0, 1),

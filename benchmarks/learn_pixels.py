@@ -26,24 +26,9 @@ from dojo.launch.cmd_learn import _key_values  # noqa: E402
 from dojo.learners import loop  # noqa: E402
 from dojo.policies.spaces import ObsAdapter  # noqa: E402
 from dojo.replay.sampler import ReplayMirror  # noqa: E402
-from learn_pick_cube import RESULTS, RLPD_SETTINGS, plot  # noqa: E402
+from learn_pick_cube import RLPD_SETTINGS, add_run_options, record_demos, train_and_evaluate  # noqa: E402
 
 ENV_ID = "dojo/PickCube-v0"
-
-
-def record_pixel_demos(episodes: int, path: str, image_size: int, seed: int = 10_000) -> dict:
-    from dojo.launch.cmd_record import record
-    from dojo.replay.store import EpisodeWriter
-    from dojo.sim.envs import make_env
-    from dojo.sim.experts import make_expert
-
-    env = make_env("pick_cube", obs_mode="pixels", image_size=(image_size, image_size))
-    writer = EpisodeWriter(path)
-    try:
-        return record(env, writer, episodes, act=make_expert(env), seed=seed)
-    finally:
-        writer.close()
-        env.close()
 
 
 def time_updates(agent, mirror: ReplayMirror, updates: int, seed: int = 0) -> dict:
@@ -97,17 +82,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--image-size", type=int, default=64, help="square camera images, pixels per side")
     p.add_argument("--steps", type=int, default=3000, help="online env steps")
-    p.add_argument("--demos", type=int, default=20)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RLPD config override")
     p.add_argument("--time-updates", type=int, default=30, help="updates timed after the compile")
     p.add_argument("--time-env-steps", type=int, default=200)
-    p.add_argument("--learning-starts", type=int, default=256)
-    p.add_argument("--eval-every", type=int, default=1000)
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--final-episodes", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run directory (default: a temporary one)")
-    p.add_argument("--plot", default="learn_pixels.png", help="file name under benchmarks/results/")
+    add_run_options(p, eval_every=1000, eval_episodes=10, final_episodes=20, plot_name="learn_pixels.png")
     args = p.parse_args(argv)
     if args.image_size < 16:
         raise ValueError(f"--image-size must be >= 16 pixels, got {args.image_size}")
@@ -115,11 +92,11 @@ def main(argv=None) -> dict:
     out = args.out or tempfile.mkdtemp(prefix="learn_pixels_")
     demos = os.path.join(out, "demos.zarr")
     t0 = time.monotonic()
+    size = (args.image_size, args.image_size)
     if not os.path.exists(demos):
-        record_pixel_demos(args.demos, demos, args.image_size)
+        record_demos("pick_cube", args.demos, demos, obs_mode="pixels", image_size=size)
     record_s = time.monotonic() - t0
     mirror = ReplayMirror.from_store(demos)
-    size = (args.image_size, args.image_size)
     env = loop.make_env(ENV_ID, obs_mode="pixels", image_size=size)
     eval_env = loop.make_env(ENV_ID, obs_mode="pixels", image_size=size)
     overrides = {**RLPD_SETTINGS, **_key_values(args.set, "--set")}
@@ -128,19 +105,13 @@ def main(argv=None) -> dict:
              **time_env_steps(eval_env, agent, args.time_env_steps, args.seed)}
     print(json.dumps({"speed": speed}), flush=True)
 
-    metrics = os.path.join(out, "metrics.jsonl")
-    if os.path.exists(metrics):
-        os.remove(metrics)
     cfg = loop.LoopConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, random_steps=0,
                           eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=0,
                           progress=False)
-    agent, summary = loop.run_online(env, agent, mirror, cfg, out, eval_env=eval_env)
-    rows = [json.loads(line) for line in open(metrics)]
-    final = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), args.final_episodes, seed=123_456)
-    os.makedirs(RESULTS, exist_ok=True)
-    plot(rows, os.path.join(RESULTS, args.plot),
-         f"RLPD {ENV_ID} pixels {args.image_size}x{args.image_size} (front + wrist) + proprio, {args.demos} demos, "
-         + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    title = (f"RLPD {ENV_ID} pixels {args.image_size}x{args.image_size} (front + wrist) + proprio, {args.demos} "
+             "demos, " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    summary, rows, final = train_and_evaluate(env, eval_env, agent, mirror, cfg, out, args.final_episodes,
+                                              args.plot, title)
     result = {"env": ENV_ID, "obs": f"pixels {args.image_size}x{args.image_size}, front + wrist, proprio",
               "agent": "rlpd", **overrides, "demos": args.demos, "record_demos_s": round(record_s, 1), **speed,
               "env_steps": summary["env_steps"], "updates": summary["updates"],
