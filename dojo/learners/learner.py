@@ -25,7 +25,7 @@ import numpy as np
 from dojo.learners.checkpoint import agent_module, load_checkpoint, save_checkpoint
 from dojo.policies.snapshot import save_snapshot, snapshot_bytes
 from dojo.replay.link import LinkServer
-from dojo.replay.sampler import ReplayMirror
+from dojo.replay.sampler import ReplayMirror, symmetric_ratio
 from dojo.replay.store import StoreReader
 from dojo.replay.stream import StoreSink
 
@@ -93,13 +93,6 @@ class Learner:
         with self._steps_lock:
             return self._online_steps
 
-    def _source_ratio(self) -> dict | None:
-        """Symmetric sampling (RLPD): demo_ratio of each batch from demonstrations, while there are some."""
-        by_source = self.mirror.steps_by_source()
-        if by_source["demo"] in (0, sum(by_source.values())):
-            return None  # only one side exists yet: sample what there is
-        return {"demo": self.demo_ratio}
-
     def publish(self, done: bool = False) -> None:
         snap = self.agent.snapshot()
         save_snapshot(str(self.run / SNAPSHOT), snap)
@@ -130,8 +123,9 @@ class Learner:
                 may_update = (env_steps >= cfg.start_after_steps and self.mirror.num_steps > 0
                               and self.updates < env_steps * cfg.updates_per_step)
                 if may_update:
+                    ratio = symmetric_ratio(self.mirror.steps_by_source(), self.demo_ratio)
                     batch = self.mirror.sample(self.batch_size, self.rng, n_step=cfg.n_step,
-                                               gamma=self.agent_cfg.discount, source_ratio=self._source_ratio())
+                                               gamma=self.agent_cfg.discount, source_ratio=ratio)
                     self.agent, info = self.agent.update(batch)
                     self.updates += 1
                     if self.updates % cfg.snapshot_every_updates == 0:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from dojo.learners import bc, calql, checkpoint, fql, iql, sac
 from dojo.policies.snapshot import Policy, save_snapshot
 from dojo.policies.spaces import ActionScale, ObsAdapter
-from dojo.replay.sampler import ReplayMirror
+from dojo.replay.sampler import ReplayMirror, symmetric_ratio
 
 AGENTS = {"rlpd": (sac, sac.get_config), "serl": (sac, sac.get_serl_config), "sac": (sac, sac.get_sac_config),
           "calql": (calql, calql.get_config), "iql": (iql, iql.get_config), "fql": (fql, fql.get_config),
@@ -85,12 +85,9 @@ def _sample(mirror: ReplayMirror, agent, rng, demo_ratio: float | None, n_step: 
     """A batch with `demo_ratio` of demos once both demos and other data exist; None when a ratio of 0
     (WSRL) leaves nothing to sample yet."""
     by_source = mirror.steps_by_source()
-    demos, others = by_source.get("demo", 0), mirror.num_steps - by_source.get("demo", 0)
-    ratio = None
-    if demo_ratio is not None and demos and others:
-        ratio = {"demo": demo_ratio}
-    elif demo_ratio == 0.0 and not others:
+    if demo_ratio == 0.0 and by_source["demo"] == mirror.num_steps:
         return None
+    ratio = None if demo_ratio is None else symmetric_ratio(by_source, demo_ratio)
     return mirror.sample(_agent_batch_size(agent), rng, n_step=n_step, gamma=agent.config.discount,
                          source_ratio=ratio)
 

@@ -25,6 +25,12 @@ def intervened_runs(intervened: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
+def symmetric_ratio(by_source: dict[str, int], demo_ratio: float) -> dict[str, float] | None:
+    """RLPD's symmetric sampling as a `sample(source_ratio=...)`: `demo_ratio` of each batch from demos while
+    both demos and other steps are held; None (sample what there is) while only one side exists."""
+    return {"demo": demo_ratio} if 0 < by_source["demo"] < sum(by_source.values()) else None
+
+
 @dataclasses.dataclass
 class _Followed:
     reader: StoreReader
