@@ -67,34 +67,36 @@ def main() -> None:
     parser.add_argument("--noise-std", type=float, default=0.55,
                         help="the RLIF operator's action noise (~50%% own success)")
     parser.add_argument("--bc-updates", type=int, default=5000)
-    parser.add_argument("--out", default="benchmarks/results/interventions")
     parser.add_argument("--arms", default="operator,rlif,bc,rlif+hil,hil-serl,rlpd")
+    parser.add_argument("--rlif-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra `dojo train` overrides for the rlif and rlif+hil arms, e.g. agent.name=iql")
+    parser.add_argument("--keep", help="keep the runs in this directory (default: a temporary one)")
     args = parser.parse_args()
     arms = args.arms.split(",")
     common = [f"learner.env_steps={args.env_steps}", f"eval.episodes={args.eval_episodes}"]
     results, started = {}, time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = Path(tmp)
+        runs = Path(args.keep or tmp)
         if "operator" in arms:
             results["operator"] = {"success_rate": operator_success(args.eval_episodes, args.noise_std)}
         if "rlif" in arms or "bc" in arms:
             results["rlif"] = train(runs / "rlif", common + [
                 "intervention.mode=rlif", "intervention.operator=sim", f"intervention.noise_std={args.noise_std}",
-                "demos.episodes=0"])
+                "demos.episodes=0", *args.rlif_set])
             if "bc" in arms:
                 results["bc"] = bc_on_interventions(runs / "rlif" / "replay" / "actor-0.zarr", args.bc_updates,
                                                     args.eval_episodes)
         if "rlif+hil" in arms:  # RLIF's reward, and the corrections also sampled (and cloned) as demos
             results["rlif+hil"] = train(runs / "rlif+hil", common + [
                 "intervention.mode=both", "intervention.operator=sim", f"intervention.noise_std={args.noise_std}",
-                "demos.episodes=0"])
+                "demos.episodes=0", *args.rlif_set])
         if "hil-serl" in arms:
             results["hil-serl"] = train(runs / "hil-serl", common + [
                 "intervention.mode=hil-serl", "intervention.operator=sim", "intervention.skill=1.0"])
         if "rlpd" in arms:
             results["rlpd"] = train(runs / "rlpd", common)
     print(json.dumps({"benchmark": "learn_interventions", "task": "pick_cube", "env_steps": args.env_steps,
-                      "operator_noise_std": args.noise_std,
+                      "operator_noise_std": args.noise_std, "rlif_overrides": args.rlif_set,
                       **{f"{arm}_success_rate": r.get("success_rate") for arm, r in results.items()},
                       "runs": results, "wall_s": round(time.monotonic() - started, 1)}))
 

@@ -65,9 +65,10 @@ def stage_offline(args, mirror, overrides: dict) -> dict:
         if os.path.exists(os.path.join(run, "metrics.jsonl")):
             os.remove(os.path.join(run, "metrics.jsonl"))
         agent = loop.make_agent(name, env.observation_space, env.action_space, args.seed, overrides.get(name, {}))
-        cfg = loop.LoopConfig(steps=args.offline_updates, seed=args.seed, checkpoint_every=0, progress=False)
+        cfg = loop.LoopConfig(steps=args.offline_updates, seed=args.seed, checkpoint_every=0, progress=False,
+                              eval_every=args.offline_eval_every, eval_episodes=args.eval_episodes)
         t0 = time.monotonic()
-        agent, _ = loop.run_offline(agent, mirror, cfg, run)
+        agent, _ = loop.run_offline(agent, mirror, cfg, run, eval_env=env if args.offline_eval_every else None)
         train_s = time.monotonic() - t0
         final = loop.evaluate(env, loop.policy_act(agent, agent.action_scale), args.final_episodes, seed=EVAL_SEED)
         last = json.loads(open(os.path.join(run, "metrics.jsonl")).read().splitlines()[-1])
@@ -145,6 +146,8 @@ def main(argv=None) -> dict:
     p.add_argument("--skill", type=float, default=0.75, help="ScriptedOperator skill of the noisy episodes")
     p.add_argument("--noise-std", type=float, default=0.1, help="ScriptedOperator action noise (action units)")
     p.add_argument("--offline-updates", type=int, default=3000)
+    p.add_argument("--offline-eval-every", type=int, default=0,
+                   help="evaluate every N offline updates on --eval-episodes (curve in RUN/offline_AGENT/metrics.jsonl)")
     p.add_argument("--set", action="append", default=[], metavar="AGENT.KEY=VALUE",
                    help="config override for one agent, e.g. calql.cql_alpha=1.0")
     p.add_argument("--online-steps", type=int, default=10_000)

@@ -49,6 +49,21 @@ def test_expectile_loss_and_awr_weights_match_hand_computation():
                                [1.0, math.exp(3.0), 100.0], rtol=1e-6)
 
 
+def test_iql_reward_shift_moves_the_q_target():
+    """With discount 0 Q regresses onto reward + reward_shift (antmaze's -1 turns 0/1 rewards into -1/0)."""
+    batch = synthetic_batch(np.random.default_rng(0), 64)
+    batch["reward"][:] = 1.0
+    batch["discount"][:] = 0.0
+    q = {}
+    for shift in (0.0, -1.0):
+        agent = iql.create(0, STATE_SPACE, ACTION_SPACE, dataclasses.replace(SMALL["iql"], reward_shift=shift,
+                                                                            critic_lr=3e-3))
+        for _ in range(300):
+            agent, info = agent.update(batch)
+        q[shift] = float(info["q"])
+    np.testing.assert_allclose([q[0.0], q[-1.0]], [1.0, 0.0], atol=0.05)
+
+
 def test_flow_target_matches_hand_computation():
     x_t, velocity = fql.flow_target(np.array([0.0, 2.0]), np.array([1.0, -2.0]), 0.25)
     np.testing.assert_allclose(x_t, [0.25, 1.0])

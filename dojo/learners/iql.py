@@ -35,6 +35,7 @@ class Config(common.EncoderFields):
     expectile: float = 0.7
     awr_temperature: float = 3.0  # beta in exp(beta * advantage)
     max_awr_weight: float = 100.0
+    reward_shift: float = 0.0  # added to every reward; antmaze (sparse 0/1 goals): -1.0
     demo_ratio: float = 0.0
 
 
@@ -111,7 +112,7 @@ class IQLAgent(common.GaussianActing, flax.struct.PyTreeNode):
     def critic_loss(self, critic_params, batch):
         _, critic, value, _ = self.modules
         next_v = value.apply({"params": self.value_params}, self._features(batch["next_obs"]))
-        target = jax.lax.stop_gradient(batch["reward"] + batch["discount"] * next_v)
+        target = jax.lax.stop_gradient(batch["reward"] + self.config.reward_shift + batch["discount"] * next_v)
         qs = critic.apply({"params": critic_params}, batch["obs"], batch["action"])
         loss = ((qs - target[None]) ** 2).mean()
         return loss, {"critic_loss": loss, "q": qs.mean()}
