@@ -117,7 +117,10 @@ def plot(out: str, results: dict, path: str) -> None:
     if offline:
         names = list(offline)
         axes[0].bar(names, [offline[n]["success_rate"] for n in names])
-        axes[0].set_title(f"offline, {offline[names[0]]['updates']} updates each", fontsize=9)
+        updates = sorted({offline[n]["updates"] for n in names})
+        span = str(updates[0]) if len(updates) == 1 else f"{updates[0]}-{updates[-1]}"
+        axes[0].set_title(f"offline, {span} updates", fontsize=9)
+        axes[0].tick_params(axis="x", labelrotation=30, labelsize=8)
     axes[0].set_ylabel("success rate (deterministic, 50 episodes)")
     for stage in ("calql_online", "wsrl"):
         if stage in results:
