@@ -35,10 +35,8 @@ import dataclasses
 import logging
 import os
 import stat
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,18 +48,9 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
+from dojo.threads import join_thread
+
 log = logging.getLogger("dojo.link")
-
-
-def join_thread(thread: threading.Thread, timeout_s: float, what: str) -> None:
-    """Join `thread`; if it has not stopped within `timeout_s`, raise saying where it is stuck
-    (a wedged thread must fail loudly, not hang the process that closes it)."""
-    thread.join(timeout_s)
-    if thread.is_alive():
-        frame = sys._current_frames().get(thread.ident)
-        where = "".join(traceback.format_stack(frame)[-6:]) if frame is not None else "(no frame)"
-        raise RuntimeError(f"{what} did not stop within {timeout_s:g} s; it is stuck at:\n{where}")
-
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 5570

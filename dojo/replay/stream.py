@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from dojo.replay.link import join_thread
 from dojo.replay.store import SOURCES, EpisodeWriter, StoreReader
+from dojo.threads import join_thread
 
 META_FIELDS = ("source", "task", "instruction", "operator", "robot", "calibration_id", "start_time_s",
                "reset_seed")
