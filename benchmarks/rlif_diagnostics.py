@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from learn_interventions import bc_on_interventions  # noqa: E402
 
 # name -> (agent, reward, agent overrides); reward "rlif" relabels as RLIF, "zero" gives the critic no signal
 VARIANTS = {
@@ -31,6 +37,8 @@ def run_variant(store: str, name: str, updates: int, episodes: int) -> float:
     from dojo.sim import make_env
 
     agent_name, reward, overrides = VARIANTS[name]
+    if agent_name == "bc":  # HG-DAgger on the intervened steps: the benchmark's own BC arm
+        return bc_on_interventions(Path(store), updates, episodes)["success_rate"]
     reward_fn = {None: None, "rlif": episode_rlif_reward,
                  "zero": lambda ep: np.zeros_like(ep.reward)}[reward]
     env = make_env("pick_cube")
@@ -39,11 +47,7 @@ def run_variant(store: str, name: str, updates: int, episodes: int) -> float:
     agent = make_agent(agent_name, env.observation_space, env.action_space, overrides=overrides)
     rng = np.random.default_rng(0)
     for _ in range(updates):
-        if agent_name == "bc":
-            batch = mirror.sample(agent.config.batch_size, rng, source_ratio={"demo": 1.0})
-        else:
-            batch = _sample(mirror, agent, rng, agent.config.demo_ratio)
-        agent, _ = agent.update(batch)
+        agent, _ = agent.update(_sample(mirror, agent, rng, agent.config.demo_ratio))
     return evaluate(env, policy_act(agent, agent.action_scale), episodes, seed=1_000_000)["success_rate"]
 
 
