@@ -2,7 +2,8 @@
 
 Arms, each at the same env-step budget:
   rlif+hil    as rlif, and the operator's corrections also sampled (and cloned) as demos (intervention.mode=both)
-  rlif        the twin's intervening operator (own success ~50% with action noise 0.55) watches the policy; RLIF's reward
+  rlif        the twin's intervening operator (own success ~50%: action noise 0.55, or with `--noise-std 0
+              --aim-offset-m 0,0,0.0165` a grasp 16.5 mm too high every time) watches the policy; RLIF's reward
               (-1 on the step before each takeover, no task reward), no demos
   operator    the same operator acting alone: its own success rate
   bc          BC (HG-DAgger style) trained on the operator's intervention steps from the rlif run
@@ -34,13 +35,23 @@ def train(run: Path, overrides: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def operator_success(episodes: int, noise_std: float) -> float:
+def operator_success(episodes: int, noise_std: float, aim_offset_m: list[float]) -> float:
     from dojo.sim import make_env
     from dojo.sim.operators import ScriptedOperator, run_episodes
 
     env = make_env("pick_cube")
-    return run_episodes(env, ScriptedOperator(env, noise_std=noise_std, seed=0), episodes,
+    return run_episodes(env, ScriptedOperator(env, noise_std=noise_std, seed=0, aim_offset_m=aim_offset_m), episodes,
                         seed=2_000_000)["success_rate"]
+
+
+def offset_m(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected x,y,z in metres such as 0,0,0.0165, got {text!r}")
+    return values
 
 
 def bc_on_interventions(store: Path, updates: int, episodes: int) -> dict:
@@ -66,6 +77,10 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--noise-std", type=float, default=0.55,
                         help="the RLIF operator's action noise (~50%% own success)")
+    parser.add_argument("--aim-offset-m", type=offset_m, default=[0.0, 0.0, 0.0], metavar="X,Y,Z",
+                        help="the RLIF operator's misjudgement of the cube's position (0,0,0.0165: ~50%% own success)")
+    parser.add_argument("--rule", choices=("deviation", "value"), default="deviation",
+                        help="the RLIF operator's intervention rule")
     parser.add_argument("--bc-updates", type=int, default=5000)
     parser.add_argument("--arms", default="operator,rlif,bc,rlif+hil,hil-serl,rlpd")
     parser.add_argument("--rlif-set", action="append", default=[], metavar="KEY=VALUE",
@@ -74,29 +89,30 @@ def main() -> None:
     args = parser.parse_args()
     arms = args.arms.split(",")
     common = [f"learner.env_steps={args.env_steps}", f"eval.episodes={args.eval_episodes}"]
+    rlif_operator = ["intervention.operator=sim", f"intervention.noise_std={args.noise_std}",
+                     f"intervention.aim_offset_m=[{','.join(map(str, args.aim_offset_m))}]",
+                     f"intervention.rule={args.rule}", "demos.episodes=0", *args.rlif_set]
     results, started = {}, time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(args.keep or tmp)
         if "operator" in arms:
-            results["operator"] = {"success_rate": operator_success(args.eval_episodes, args.noise_std)}
+            results["operator"] = {"success_rate": operator_success(args.eval_episodes, args.noise_std,
+                                                                    args.aim_offset_m)}
         if "rlif" in arms or "bc" in arms:
-            results["rlif"] = train(runs / "rlif", common + [
-                "intervention.mode=rlif", "intervention.operator=sim", f"intervention.noise_std={args.noise_std}",
-                "demos.episodes=0", *args.rlif_set])
+            results["rlif"] = train(runs / "rlif", common + ["intervention.mode=rlif", *rlif_operator])
             if "bc" in arms:
                 results["bc"] = bc_on_interventions(runs / "rlif" / "replay" / "actor-0.zarr", args.bc_updates,
                                                     args.eval_episodes)
         if "rlif+hil" in arms:  # RLIF's reward, and the corrections also sampled (and cloned) as demos
-            results["rlif+hil"] = train(runs / "rlif+hil", common + [
-                "intervention.mode=both", "intervention.operator=sim", f"intervention.noise_std={args.noise_std}",
-                "demos.episodes=0", *args.rlif_set])
+            results["rlif+hil"] = train(runs / "rlif+hil", common + ["intervention.mode=both", *rlif_operator])
         if "hil-serl" in arms:
             results["hil-serl"] = train(runs / "hil-serl", common + [
                 "intervention.mode=hil-serl", "intervention.operator=sim", "intervention.skill=1.0"])
         if "rlpd" in arms:
             results["rlpd"] = train(runs / "rlpd", common)
     print(json.dumps({"benchmark": "learn_interventions", "task": "pick_cube", "env_steps": args.env_steps,
-                      "operator_noise_std": args.noise_std, "rlif_overrides": args.rlif_set,
+                      "operator_noise_std": args.noise_std, "operator_aim_offset_m": args.aim_offset_m,
+                      "operator_rule": args.rule, "rlif_overrides": args.rlif_set,
                       **{f"{arm}_success_rate": r.get("success_rate") for arm, r in results.items()},
                       "runs": results, "wall_s": round(time.monotonic() - started, 1)}))
 

@@ -60,6 +60,39 @@ def test_operator_skill_sets_its_own_success_rate(pick_env):
     assert not np.allclose(noisy.action(), make_expert(pick_env)())
 
 
+def grasp_height_above_cube(env, operator, seed):
+    """End-effector height above the cube's centre (m) on the first step the operator closes the gripper."""
+    env.teleop = operator
+    try:
+        env.reset(seed=seed)
+        operator.reset()
+        for _ in range(env.config.max_episode_steps):
+            height = env.arm.state().ee_pos_m[2] - env.task.cube_pos_m[2]
+            _, _, _, _, info = env.step(np.zeros(4, np.float32))
+            if info["teleop_action"][-1] < 0:
+                return height
+        raise AssertionError("the operator never closed the gripper")
+    finally:
+        env.teleop = None
+
+
+def test_aim_offset_is_a_bias_the_operator_repeats(pick_env):
+    env = pick_env.unwrapped
+    high = [grasp_height_above_cube(env, ScriptedOperator(env, aim_offset_m=(0, 0, 0.0165)), seed)
+            for seed in (100, 101, 102)]
+    exact = [grasp_height_above_cube(env, ScriptedOperator(env), seed) for seed in (100, 101, 102)]
+    np.testing.assert_allclose(exact, 0.0, atol=0.009)  # the expert closes at the cube's centre (+ its tolerance)
+    np.testing.assert_allclose(np.subtract(high, exact), 0.0165, atol=0.004)  # every time 16.5 mm higher
+    sloppy = run_episodes(env, ScriptedOperator(env, aim_offset_m=(0, 0, 0.0165)), episodes=16, seed=100)
+    assert 0.25 <= sloppy["success_rate"] <= 0.75  # the documented ~50% setting
+    hopeless = run_episodes(env, ScriptedOperator(env, aim_offset_m=(0, 0, 0.04)), episodes=2, seed=100)
+    assert hopeless["success_rate"] == 0.0  # closes above the cube
+    with pytest.raises(ValueError, match=r"aim_offset_m must be 3 finite numbers .* got \(0, 0\)"):
+        ScriptedOperator(env, aim_offset_m=(0, 0))
+    with pytest.raises(ValueError, match="aim_offset_m must be 3 finite numbers .* got 'high'"):
+        InterveningOperator(env, aim_offset_m="high")
+
+
 def flags_under(env, operator, policy, steps, seed=11):
     """info["intervened"] per step with `operator` watching `policy` for up to `steps` steps."""
     env.teleop = operator

@@ -180,7 +180,7 @@ def make_operator_from_config(cfg, env):
         return make_teleop("sim-operator", env=env, mode="intervening", rule=cfg.intervention.rule,
                            skill=cfg.intervention.skill, noise_std=cfg.intervention.noise_std,
                            takeover_steps=cfg.intervention.takeover_steps,
-                           seed=cfg.seed)
+                           aim_offset_m=tuple(cfg.intervention.aim_offset_m), seed=cfg.seed)
     return make_teleop(kind)
 
 

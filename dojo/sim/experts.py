@@ -2,6 +2,8 @@
 
 Each expert is a function of the current simulator state only (no memory), so it recovers from a slip
 by re-planning. `make_expert(env)` works for any action_dim (4 or 7), action_frame and action scale.
+`aim_offset_m` (base frame, m) shifts where an expert believes its target is (the cube, the goal, the
+hole): a systematic misjudgement that a sloppy operator repeats every time, unlike zero-mean noise.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ OPEN, CLOSED = 1.0, -1.0
 
 
 class Expert:
-    def __init__(self, env: RobotEnv) -> None:
+    def __init__(self, env: RobotEnv, aim_offset_m=(0.0, 0.0, 0.0)) -> None:
         env = getattr(env, "unwrapped", env)
         self.env, self.task, self.arm = env, env.task, env.arm
+        try:
+            self.aim_offset_m = np.asarray(aim_offset_m, dtype=np.float64)
+        except (TypeError, ValueError):
+            self.aim_offset_m = np.full(0, np.nan)
+        if self.aim_offset_m.shape != (3,) or not np.all(np.isfinite(self.aim_offset_m)):
+            raise ValueError(f"aim_offset_m must be 3 finite numbers (x, y, z in m), got {aim_offset_m!r}")
 
     def __call__(self, obs=None) -> np.ndarray:
         state = self.arm.state()
@@ -45,7 +53,7 @@ class Expert:
 
 class ReachExpert(Expert):
     def plan(self, state):
-        return self.task.goal_m - state.ee_pos_m, OPEN
+        return self.task.goal_m + self.aim_offset_m - state.ee_pos_m, OPEN
 
 
 class PickCubeExpert(Expert):
@@ -55,7 +63,7 @@ class PickCubeExpert(Expert):
     lift_to_m = PickCube.half_size_m + PickCube.lift_m + 0.05
 
     def plan(self, state):
-        cube = self.task.cube_pos_m
+        cube = self.task.cube_pos_m + self.aim_offset_m
         err = cube - state.ee_pos_m
         grasp_z = max(cube[2], 0.02)
         # Closed on the cube: fingers at rest no wider than its diagonal (a turned cube is held by two edges).
@@ -78,7 +86,7 @@ class PegInsertExpert(Expert):
     hover_m = 0.012  # tip height above the hole's top while lining up
 
     def plan(self, state):
-        tip_err = self.task.peg_tip_m - self.task.hole_top_m
+        tip_err = self.task.peg_tip_m - (self.task.hole_top_m + self.aim_offset_m)
         lateral = np.linalg.norm(tip_err[:2])
         slack_m = PegInsert.hole_half_m - PegInsert.peg_half_m + 0.001
         inside = tip_err[2] < 0.002 and np.all(np.abs(tip_err[:2]) < slack_m)
@@ -92,9 +100,9 @@ class PegInsertExpert(Expert):
 EXPERTS = {Reach.name: ReachExpert, PickCube.name: PickCubeExpert, PegInsert.name: PegInsertExpert}
 
 
-def make_expert(env) -> Expert:
-    """The scripted expert for `env`'s task (a twin env, possibly gymnasium-wrapped)."""
+def make_expert(env, aim_offset_m=(0.0, 0.0, 0.0)) -> Expert:
+    """The scripted expert for `env`'s task (a twin env, possibly gymnasium-wrapped), aiming `aim_offset_m` off."""
     name = getattr(env, "unwrapped", env).task.name
     if name not in EXPERTS:
         raise ValueError(f"no scripted expert for task {name!r}; expected one of {sorted(EXPERTS)}")
-    return EXPERTS[name](env)
+    return EXPERTS[name](env, aim_offset_m)

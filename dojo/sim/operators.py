@@ -50,14 +50,18 @@ class ScriptedOperator(Teleop):
 
     Each step it starts a lapse with probability 1 - `skill`: for `lapse_steps` steps it holds one wrong,
     random action (gripper included, so it may drop what it holds). Gaussian `noise_std` (action units)
-    is added to every good action. On pick_cube with 100-step episodes, skill=0.75 and lapse_steps=5
-    give about 50% success (see tests/test_operators.py); skill=1, noise_std=0 is the expert.
+    is added to every good action. `aim_offset_m` (x, y, z in m, base frame) is a systematic misjudgement
+    of where the target is (see `dojo.sim.experts`): unlike the noise and lapses it does not average out,
+    so cloning this operator copies it. On pick_cube with 100-step episodes, skill=0.75 and lapse_steps=5
+    give about 50% success, and so does grasping too high, aim_offset_m=(0, 0, ...) (see
+    tests/test_operators.py); skill=1, noise_std=0, no offset is the expert.
     `buttons` scripts a person's button presses: {(episode, step): "success" | "fail" | "rerecord" |
     "discard" | "estop"}, episodes counted by `reset()` calls from 0 and steps by `read()` calls in it.
     """
 
     def __init__(self, env: RobotEnv, skill: float = 1.0, noise_std: float = 0.0, lapse_steps: int = 5,
-                 seed: int | None = None, buttons: dict[tuple[int, int], str] | None = None) -> None:
+                 seed: int | None = None, buttons: dict[tuple[int, int], str] | None = None,
+                 aim_offset_m=(0.0, 0.0, 0.0)) -> None:
         if not 0.0 <= skill <= 1.0:
             raise ValueError(f"skill must be a probability in [0, 1], got {skill!r}")
         if not (np.isfinite(noise_std) and noise_std >= 0):
@@ -65,7 +69,7 @@ class ScriptedOperator(Teleop):
         if not (isinstance(lapse_steps, int) and lapse_steps >= 1):
             raise ValueError(f"lapse_steps must be a positive integer, got {lapse_steps!r}")
         self.env = getattr(env, "unwrapped", env)
-        self.expert = make_expert(self.env)
+        self.expert = make_expert(self.env, aim_offset_m)
         self.skill, self.noise_std, self.lapse_steps = float(skill), float(noise_std), lapse_steps
         self.rng = np.random.default_rng(seed)
         self._lapse_left, self._lapse_action = 0, None
@@ -108,13 +112,14 @@ class InterveningOperator(Teleop):
     risen by `threshold` over the last `patience_steps` steps. RLIF compares values of the policy's and
     the expert's actions; we judge the states the policy reaches, which a privileged progress measure
     gives directly. While in control it acts as a `ScriptedOperator` with the given skill and noise, so
-    its own success rate is set by those (about 50%: skill=0.75 on pick_cube).
+    its own success rate is set by those and its `aim_offset_m` (about 50%: skill=0.75 on pick_cube).
+    The deviation rule compares with the operator's own idea of the right action (its offset included).
     """
 
     def __init__(self, env: RobotEnv, rule: str = "deviation", threshold: float | None = None,
                  patience_steps: int = 3, takeover_steps: int = 10, skill: float = 1.0, noise_std: float = 0.0,
                  lapse_steps: int = 5, critic: Callable[[RobotEnv], float] | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, aim_offset_m=(0.0, 0.0, 0.0)) -> None:
         if rule not in RULES:
             raise ValueError(f"intervention rule must be one of {RULES}, got {rule!r}")
         threshold = (0.5 if rule == "deviation" else 0.005) if threshold is None else threshold
@@ -123,7 +128,7 @@ class InterveningOperator(Teleop):
         for name, value in (("patience_steps", patience_steps), ("takeover_steps", takeover_steps)):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.operator = ScriptedOperator(env, skill, noise_std, lapse_steps, seed)
+        self.operator = ScriptedOperator(env, skill, noise_std, lapse_steps, seed, aim_offset_m=aim_offset_m)
         self.env = self.operator.env
         self.rule, self.threshold = rule, float(threshold)
         self.patience_steps, self.takeover_steps = patience_steps, takeover_steps
