@@ -35,12 +35,12 @@ def train(run: Path, overrides: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def operator_success(episodes: int, noise_std: float, aim_offset_m: list[float]) -> float:
+def operator_success(episodes: int, skill: float, noise_std: float, aim_offset_m: list[float]) -> float:
     from dojo.sim import make_env
     from dojo.sim.operators import ScriptedOperator, run_episodes
 
     env = make_env("pick_cube")
-    return run_episodes(env, ScriptedOperator(env, noise_std=noise_std, seed=0, aim_offset_m=aim_offset_m), episodes,
+    return run_episodes(env, ScriptedOperator(env, skill, noise_std, seed=0, aim_offset_m=aim_offset_m), episodes,
                         seed=2_000_000)["success_rate"]
 
 
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--noise-std", type=float, default=0.55,
                         help="the RLIF operator's action noise (~50%% own success)")
+    parser.add_argument("--skill", type=float, default=1.0,
+                        help="the RLIF operator's skill (0.75: a 5-step random lapse on 1 step in 4, ~50%% own success)")
     parser.add_argument("--aim-offset-m", type=offset_m, default=[0.0, 0.0, 0.0], metavar="X,Y,Z",
                         help="the RLIF operator's misjudgement of the cube's position (0,0,0.0165: ~50%% own success)")
     parser.add_argument("--rule", choices=("deviation", "value"), default="deviation",
@@ -89,14 +91,15 @@ def main() -> None:
     args = parser.parse_args()
     arms = args.arms.split(",")
     common = [f"learner.env_steps={args.env_steps}", f"eval.episodes={args.eval_episodes}"]
-    rlif_operator = ["intervention.operator=sim", f"intervention.noise_std={args.noise_std}",
+    rlif_operator = ["intervention.operator=sim", f"intervention.skill={args.skill}",
+                     f"intervention.noise_std={args.noise_std}",
                      f"intervention.aim_offset_m=[{','.join(map(str, args.aim_offset_m))}]",
                      f"intervention.rule={args.rule}", "demos.episodes=0", *args.rlif_set]
     results, started = {}, time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(args.keep or tmp)
         if "operator" in arms:
-            results["operator"] = {"success_rate": operator_success(args.eval_episodes, args.noise_std,
+            results["operator"] = {"success_rate": operator_success(args.eval_episodes, args.skill, args.noise_std,
                                                                     args.aim_offset_m)}
         if "rlif" in arms or "bc" in arms:
             results["rlif"] = train(runs / "rlif", common + ["intervention.mode=rlif", *rlif_operator])
@@ -111,7 +114,7 @@ def main() -> None:
         if "rlpd" in arms:
             results["rlpd"] = train(runs / "rlpd", common)
     print(json.dumps({"benchmark": "learn_interventions", "task": "pick_cube", "env_steps": args.env_steps,
-                      "operator_noise_std": args.noise_std, "operator_aim_offset_m": args.aim_offset_m,
+                      "operator_skill": args.skill, "operator_noise_std": args.noise_std, "operator_aim_offset_m": args.aim_offset_m,
                       "operator_rule": args.rule, "rlif_overrides": args.rlif_set,
                       **{f"{arm}_success_rate": r.get("success_rate") for arm, r in results.items()},
                       "runs": results, "wall_s": round(time.monotonic() - started, 1)}))

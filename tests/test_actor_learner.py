@@ -80,6 +80,13 @@ def test_bad_config_stops_before_any_process_starts(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_child_that_dies_is_reported_with_its_reason(tmp_path):
+    # The sim operator's options are checked where it is built, in the actor: its reason must reach the user.
+    with pytest.raises(RuntimeError, match=r"the actor exited with code 2: .*aim_offset_m must be 3 finite numbers"):
+        main(["train", "--sim", "pick_cube", "--run", str(tmp_path / "r"), *FAST, "intervention.mode=rlif",
+              "intervention.operator=sim", "intervention.aim_offset_m=[0,0]"])
+
+
 def test_learner_sigkill_and_restart(run, tmp_path):
     port = free_port()
     learner = start_learner(run, port)

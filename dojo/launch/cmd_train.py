@@ -217,12 +217,13 @@ def run_train(args: argparse.Namespace) -> int:
                disable=not sys.stderr.isatty(), mininterval=1.0)
     last = {}
     try:
-        _wait_for(lambda: (run / "keys" / "learner.key").exists() and (run / "policy.msgpack").exists(), learner, 120)
+        _wait_for(lambda: (run / "keys" / "learner.key").exists() and (run / "policy.msgpack").exists(), learner, run,
+                  120)
         actor = subprocess.Popen(cli + ["actor", "--learner", f"{cfg.link.host}:{cfg.link.port}", "--run", str(run)],
                                  stdout=logs["actor"], stderr=subprocess.STDOUT)
         while learner.poll() is None:
             if actor.poll() not in (None, 0):
-                raise RuntimeError(f"the actor exited with code {actor.returncode}; see {run / 'actor.log'}")
+                raise _exited("actor", actor.returncode, run)
             last = _last_progress(run) or last
             if last:
                 bar.n = min(last["env_steps"], bar.total)
@@ -230,7 +231,7 @@ def run_train(args: argparse.Namespace) -> int:
                 bar.refresh()
             time.sleep(1.0)
         if learner.returncode != 0:
-            raise RuntimeError(f"the learner exited with code {learner.returncode}; see {run / 'learner.log'}")
+            raise _exited("learner", learner.returncode, run)
         actor.wait(timeout=60)
     finally:
         bar.close()
@@ -268,11 +269,18 @@ def _record_demos(cfg, path: Path) -> None:
     env.close()
 
 
-def _wait_for(cond, proc, timeout_s: float) -> None:
+def _exited(name: str, code: int, run: Path) -> RuntimeError:
+    """The error for a child process that died: its exit code and the last line of its log (the reason)."""
+    log = run / f"{name}.log"
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return RuntimeError(f"the {name} exited with code {code}: {lines[-1] if lines else '(empty log)'}; see {log}")
+
+
+def _wait_for(cond, proc, run: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         if proc.poll() is not None:
-            raise RuntimeError(f"the learner exited early with code {proc.returncode}")
+            raise _exited("learner", proc.returncode, run)
         if time.monotonic() > deadline:
             raise TimeoutError(f"the learner did not start within {timeout_s} s")
         time.sleep(0.2)
