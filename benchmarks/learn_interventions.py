@@ -3,13 +3,18 @@
 Arms, each at the same env-step budget:
   rlif+hil    as rlif, and the operator's corrections also sampled (and cloned) as demos (intervention.mode=both)
   rlif        the twin's intervening operator (own success ~50%: action noise 0.55, or with `--noise-std 0
-              --aim-offset-m 0,0,0.0165` a grasp 16.5 mm too high every time) watches the policy; RLIF's reward
+              --aim-offset-m 0.036,0,0` aiming 36 mm beside the cube every time) watches the policy; RLIF's reward
               (-1 on the step before each takeover, no task reward), no demos
   operator    the same operator acting alone: its own success rate
   bc          BC (HG-DAgger style) trained on the operator's intervention steps from the rlif run
   hil-serl    20 scripted demos + an intervening operator (skill 1.0); intervened steps also sampled as demos
   rlpd        20 scripted demos, no interventions
-Prints one JSON line. Reproduce: `.venv/bin/python benchmarks/learn_interventions.py --env-steps 8000`.
+Prints one JSON line. The defaults are the first operator tried (noisy, deviation rule, SAC); the run where
+RLIF beats both the operator and BC (benchmarks/results/README.md) is an operator that aims beside the cube:
+
+    .venv/bin/python benchmarks/learn_interventions.py --env-steps 12000 --arms operator,rlif,bc --noise-std 0 \
+        --aim-offset-m 0.036,0,0 --rule value --rlif-set agent.name=iql --rlif-set agent.iql.expectile=0.9 \
+        --rlif-set agent.iql.awr_temperature=10 --rlif-set "agent.iql.hidden_dims=[512,512,512,512]"
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ def bc_on_interventions(store: Path, updates: int, episodes: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-steps", type=int, default=8000)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--noise-std", type=float, default=0.55,

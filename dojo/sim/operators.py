@@ -51,10 +51,10 @@ class ScriptedOperator(Teleop):
     Each step it starts a lapse with probability 1 - `skill`: for `lapse_steps` steps it holds one wrong,
     random action (gripper included, so it may drop what it holds). Gaussian `noise_std` (action units)
     is added to every good action. `aim_offset_m` (x, y, z in m, base frame) is a systematic misjudgement
-    of where the target is (see `dojo.sim.experts`): unlike the noise and lapses it does not average out,
-    so cloning this operator copies it. On pick_cube with 100-step episodes, skill=0.75 and lapse_steps=5
-    give about 50% success, and so does grasping too high, aim_offset_m=(0, 0, ...) (see
-    tests/test_operators.py); skill=1, noise_std=0, no offset is the expert.
+    of where the target is (see `dojo.sim.experts`): unlike zero-mean noise it does not average out when
+    the operator is cloned. On pick_cube with 100-step episodes, about 50% success comes from skill=0.75
+    with lapse_steps=5, from aim_offset_m=(0.036, 0, 0) (aiming beside the cube) or from (0, 0, 0.0165)
+    (grasping too high; see tests/test_operators.py); skill=1, noise_std=0, no offset is the expert.
     `buttons` scripts a person's button presses: {(episode, step): "success" | "fail" | "rerecord" |
     "discard" | "estop"}, episodes counted by `reset()` calls from 0 and steps by `read()` calls in it.
     """
