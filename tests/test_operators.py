@@ -85,6 +85,8 @@ def test_aim_offset_is_a_bias_the_operator_repeats(pick_env):
     np.testing.assert_allclose(np.subtract(high, exact), 0.0165, atol=0.004)  # every time 16.5 mm higher
     sloppy = run_episodes(env, ScriptedOperator(env, aim_offset_m=(0, 0, 0.0165)), episodes=16, seed=100)
     assert 0.25 <= sloppy["success_rate"] <= 0.75  # the documented ~50% setting
+    beside = run_episodes(env, ScriptedOperator(env, aim_offset_m=(0.036, 0, 0)), episodes=16, seed=100)
+    assert 0.25 <= beside["success_rate"] <= 0.75  # the other one (the RLIF benchmark's operator)
     hopeless = run_episodes(env, ScriptedOperator(env, aim_offset_m=(0, 0, 0.04)), episodes=2, seed=100)
     assert hopeless["success_rate"] == 0.0  # closes above the cube
     with pytest.raises(ValueError, match=r"aim_offset_m must be 3 finite numbers .* got \(0, 0\)"):

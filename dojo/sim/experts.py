@@ -22,11 +22,13 @@ class Expert:
         env = getattr(env, "unwrapped", env)
         self.env, self.task, self.arm = env, env.task, env.arm
         try:
-            self.aim_offset_m = np.asarray(aim_offset_m, dtype=np.float64)
+            offset = np.asarray(aim_offset_m, dtype=np.float64)
+            valid = offset.shape == (3,) and bool(np.all(np.isfinite(offset)))
         except (TypeError, ValueError):
-            self.aim_offset_m = np.full(0, np.nan)
-        if self.aim_offset_m.shape != (3,) or not np.all(np.isfinite(self.aim_offset_m)):
+            valid = False
+        if not valid:
             raise ValueError(f"aim_offset_m must be 3 finite numbers (x, y, z in m), got {aim_offset_m!r}")
+        self.aim_offset_m = offset
 
     def __call__(self, obs=None) -> np.ndarray:
         state = self.arm.state()
