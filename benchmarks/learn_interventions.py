@@ -9,8 +9,9 @@ Arms, each at the same env-step budget:
   bc          BC (HG-DAgger style) trained on the operator's intervention steps from the rlif run
   hil-serl    20 scripted demos + an intervening operator (skill 1.0); intervened steps also sampled as demos
   rlpd        20 scripted demos, no interventions
-Prints one JSON line. The defaults are the first operator tried (noisy, deviation rule, SAC); the run where
-RLIF beats both the operator and BC (benchmarks/results/README.md) is an operator that aims beside the cube:
+Prints one JSON line. The defaults are the first operator tried (noisy, deviation rule, SAC); the RLIF
+measure in benchmarks/results/README.md (RLIF beats the operator and BC in 2 of 4 seeds; add --rlif-set seed=N)
+uses an operator that aims beside the cube:
 
     .venv/bin/python benchmarks/learn_interventions.py --env-steps 12000 --arms operator,rlif,bc --noise-std 0 \
         --aim-offset-m 0.036,0,0 --rule value --rlif-set agent.name=iql --rlif-set agent.iql.expectile=0.9 \
