@@ -1,4 +1,4 @@
-"""Interventions on pick_cube (state observations), through the real actor/learner system (`dojo train`).
+r"""Interventions on pick_cube (state observations), through the real actor/learner system (`dojo train`).
 
 Arms, each at the same env-step budget:
   rlif+hil    as rlif, and the operator's corrections also sampled (and cloned) as demos (intervention.mode=both)
