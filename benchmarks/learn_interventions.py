@@ -84,9 +84,11 @@ def main() -> None:
     parser.add_argument("--noise-std", type=float, default=0.55,
                         help="the RLIF operator's action noise (~50%% own success)")
     parser.add_argument("--skill", type=float, default=1.0,
-                        help="the RLIF operator's skill (0.75: a 5-step random lapse on 1 step in 4, ~50%% own success)")
+                        help="the RLIF operator's skill (0.75: a 5-step random lapse on 1 step in 4, ~50%% own "
+                             "success)")
     parser.add_argument("--aim-offset-m", type=offset_m, default=[0.0, 0.0, 0.0], metavar="X,Y,Z",
-                        help="the RLIF operator's misjudgement of the cube's position (0,0,0.0165: ~50%% own success)")
+                        help="the RLIF operator's misjudgement of the cube's position (0.036,0,0 or 0,0,0.0165: "
+                             "~50%% own success)")
     parser.add_argument("--rule", choices=("deviation", "value"), default="deviation",
                         help="the RLIF operator's intervention rule")
     parser.add_argument("--bc-updates", type=int, default=5000)
@@ -120,8 +122,9 @@ def main() -> None:
         if "rlpd" in arms:
             results["rlpd"] = train(runs / "rlpd", common)
     print(json.dumps({"benchmark": "learn_interventions", "task": "pick_cube", "env_steps": args.env_steps,
-                      "operator_skill": args.skill, "operator_noise_std": args.noise_std, "operator_aim_offset_m": args.aim_offset_m,
-                      "operator_rule": args.rule, "rlif_overrides": args.rlif_set,
+                      "operator_skill": args.skill, "operator_noise_std": args.noise_std,
+                      "operator_aim_offset_m": args.aim_offset_m, "operator_rule": args.rule,
+                      "rlif_overrides": args.rlif_set,
                       **{f"{arm}_success_rate": r.get("success_rate") for arm, r in results.items()},
                       "runs": results, "wall_s": round(time.monotonic() - started, 1)}))
 
