@@ -14,8 +14,7 @@ measure in benchmarks/results/README.md (RLIF beats the operator and BC in 2 of 
 uses an operator that aims beside the cube:
 
     .venv/bin/python benchmarks/learn_interventions.py --env-steps 12000 --arms operator,rlif,bc --noise-std 0 \
-        --aim-offset-m 0.036,0,0 --rule value --rlif-set agent.name=iql --rlif-set agent.iql.expectile=0.9 \
-        --rlif-set agent.iql.awr_temperature=10 --rlif-set "agent.iql.hidden_dims=[512,512,512,512]"
+        --aim-offset-m 0.036,0,0 --rule value --rlif-set agent.name=iql-sparse --rlif-set agent.iql.reward_shift=0
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from dojo.replay.sampler import ReplayMirror
 
 CLI = [sys.executable, "-m", "dojo.launch.cli"]
 
@@ -62,19 +63,29 @@ def offset_m(text: str) -> list[float]:
 
 def bc_on_interventions(store: Path, updates: int, episodes: int) -> dict:
     """HG-DAgger: behaviour cloning on the steps where the operator was in control."""
-    from dojo.learners.loop import evaluate, make_agent, policy_act
-    from dojo.replay.sampler import ReplayMirror
-    from dojo.sim import make_env
-
     mirror = ReplayMirror()
     mirror.follow(store, copy_interventions=True)  # the intervened runs, held as demo-source episodes
+    return {"success_rate": train_offline(mirror, "bc", {}, updates, episodes, {"demo": 1.0}),
+            "intervention_steps": mirror.steps_by_source()["demo"]}
+
+
+def train_offline(mirror, preset: str, options: dict, updates: int, episodes: int, ratio: dict | None) -> float:
+    """An agent trained on a mirror built by the caller (relabelled, interventions copied: what the one
+    learner's stores do not offer), then its success on pick_cube without an operator."""
+    from dojo.learners import make_agent
+    from dojo.learners.learner import LivePolicy
+    from dojo.policies.evaluation import evaluate, policy_act
+    from dojo.sim import make_env
+
     env = make_env("pick_cube")
-    agent = make_agent("bc", env.observation_space, env.action_space)
+    agent = make_agent(preset, env.observation_space, env.action_space, overrides=options)
     rng = np.random.default_rng(0)
     for _ in range(updates):
-        agent, _ = agent.update(mirror.sample(agent.config.batch_size, rng, source_ratio={"demo": 1.0}))
-    result = evaluate(env, policy_act(agent, agent.action_scale), episodes, seed=1_000_000)
-    return {"success_rate": result["success_rate"], "intervention_steps": mirror.steps_by_source()["demo"]}
+        batch = mirror.sample(agent.config.batch_size * getattr(agent.config, "utd_ratio", 1), rng,
+                              gamma=agent.config.discount, source_ratio=ratio)
+        agent, _ = agent.update(batch)
+    policy = LivePolicy(lambda: agent, seed=0)
+    return evaluate(env, policy_act(policy), episodes, seed=1_000_000)["success_rate"]
 
 
 def main() -> None:

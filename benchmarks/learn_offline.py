@@ -1,5 +1,6 @@
-"""Offline RL on a mixed pick_cube store (expert + noisy-operator episodes): BC, IQL, Cal-QL and FQL offline,
-then Cal-QL fine-tuned online (demo_ratio 0.5) and WSRL (frozen-policy warm-up, then online data only).
+"""Offline RL on a mixed pick_cube store (expert + noisy-operator episodes) through `dojo learn`: BC, IQL (its
+published and its sparse-goal settings), Cal-QL and FQL offline, then Cal-QL fine-tuned online (demo_ratio 0.5)
+and WSRL (from iql-sparse: frozen-policy warm-up, then online data only).
 
 Run: .venv/bin/python benchmarks/learn_offline.py --out RUN [--stages offline,calql_online,wsrl]
 Each stage keeps its result in RUN/<stage>.json, so stages can run one at a time and a later call reuses
@@ -11,21 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
-from dojo.launch.cmd_learn import _key_values  # noqa: E402
-from dojo.learners import checkpoint, loop  # noqa: E402
-from dojo.replay.sampler import ReplayMirror  # noqa: E402
+from dojo import runs  # noqa: E402
+from learn_pick_cube import FINAL_SEED, dojo  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
-ENV_ID = "dojo/PickCube-v0"
-OFFLINE_AGENTS = ("bc", "iql", "calql", "fql")
+TASK = "pick_cube"
+OFFLINE_AGENTS = ("bc", "iql", "iql-sparse", "calql", "fql")  # presets of dojo/learners/__init__.py
 STAGES = ("offline", "calql_online", "wsrl")
-EVAL_SEED = 123_456  # final evaluations: reset seeds the stores and training never used
 
 
 def record_mixed_store(path: str, experts: int, noisy: int, skill: float, noise_std: float, seed: int) -> dict:
@@ -56,53 +57,53 @@ def _save(out: str, name: str, result: dict) -> None:
         json.dump(result, f, indent=1)
 
 
-def stage_offline(args, mirror, overrides: dict) -> dict:
-    """Each agent with its published defaults, the same number of updates, then 50 evaluation episodes."""
-    env = loop.make_env(ENV_ID)
+def _fresh(path: str) -> str:
+    shutil.rmtree(path, ignore_errors=True)  # a stage runs from scratch; `dojo learn` would resume it
+    return path
+
+
+def _evals(run: str) -> list[dict]:
+    return [r for r in runs.read_progress(run) if "eval_success_rate" in r]
+
+
+def stage_offline(args, store: str, overrides: dict) -> dict:
+    """Each agent (preset) for the same number of updates through `dojo learn --offline`, then the snapshot on
+    --final-episodes fresh episodes."""
     results = {}
     for name in args.agents:
-        run = os.path.join(args.out, f"offline_{name}")
-        if os.path.exists(os.path.join(run, "metrics.jsonl")):
-            os.remove(os.path.join(run, "metrics.jsonl"))
-        agent = loop.make_agent(name, env.observation_space, env.action_space, args.seed, overrides.get(name, {}))
-        cfg = loop.LoopConfig(steps=args.offline_updates, seed=args.seed, checkpoint_every=0, progress=False,
-                              eval_every=args.offline_eval_every, eval_episodes=args.eval_episodes)
-        t0 = time.monotonic()
-        agent, _ = loop.run_offline(agent, mirror, cfg, run, eval_env=env if args.offline_eval_every else None)
-        train_s = time.monotonic() - t0
-        final = loop.evaluate(env, loop.policy_act(agent, agent.action_scale), args.final_episodes, seed=EVAL_SEED)
-        last = json.loads(open(os.path.join(run, "metrics.jsonl")).read().splitlines()[-1])
-        results[name] = {"updates": args.offline_updates, "train_wall_s": round(train_s, 1),
-                         "updates_per_s": round(args.offline_updates / train_s, 1), **final,
-                         "overrides": overrides.get(name, {}),
-                         "last_info": {k: round(v, 4) for k, v in last.items() if k not in ("updates", "wall_s")}}
+        run = _fresh(os.path.join(args.out, f"offline_{name}"))
+        options = [f"--set={kv}" for kv in overrides.get(name, [])]
+        dojo("learn", "--offline", "--sim", TASK, "--data", store, "--agent", name, *options, "--seed", args.seed,
+             "--steps", args.offline_updates, "--eval-every", args.offline_eval_every,
+             "--eval-episodes", args.eval_episodes, "--no-progress", "--out", run)
+        final = dojo("eval", "--run", run, "--episodes", args.final_episodes, "--seed", FINAL_SEED)
+        last = runs.read_progress(run)[-1]
+        results[name] = {"updates": args.offline_updates, "train_wall_s": last["train_wall_s"],
+                         "updates_per_s": round(args.offline_updates / last["train_wall_s"], 1),
+                         "success_rate": final["success_rate"], "return_mean": final["return_mean"],
+                         "overrides": overrides.get(name, []),
+                         "curve": [(r["updates"], r["eval_success_rate"]) for r in _evals(run)],
+                         "last_info": {k: v for k, v in last.items() if k not in ("updates", "wall_s")}}
         print(json.dumps({"offline": name, **results[name]}), flush=True)
     return results
 
 
-def stage_online(args, name: str, init: str, demo_ratio: float, warmup: int, overrides: dict,
-                 demos_store: str | None) -> dict:
-    """Online fine-tuning from an offline checkpoint for `--online-steps` env steps, then 50 episodes."""
-    run = os.path.join(args.out, name)
-    os.makedirs(run, exist_ok=True)
-    if os.path.exists(os.path.join(run, "metrics.jsonl")):
-        os.remove(os.path.join(run, "metrics.jsonl"))
-    agent, _ = checkpoint.load_checkpoint(init, overrides)
-    mirror = ReplayMirror.from_store(demos_store) if demos_store else ReplayMirror()
-    env, eval_env = loop.make_env(ENV_ID), loop.make_env(ENV_ID)
-    start = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), args.eval_episodes, seed=EVAL_SEED)
-    cfg = loop.LoopConfig(steps=args.online_steps, seed=args.seed, learning_starts=args.learning_starts,
-                          random_steps=0, warmup_steps=warmup, demo_ratio=demo_ratio, eval_every=args.eval_every,
-                          eval_episodes=args.eval_episodes, checkpoint_every=0, progress=False)
-    agent, summary = loop.run_online(env, agent, mirror, cfg, run, eval_env=eval_env)
-    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-    final = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), args.final_episodes, seed=EVAL_SEED)
-    result = {"init": os.path.relpath(init, args.out), "demo_ratio": demo_ratio, "warmup_steps": warmup,
-              "overrides": overrides, "env_steps": summary["env_steps"], "updates": summary["updates"],
-              "train_wall_s": rows[-1]["train_wall_s"], "start_success_rate": start["success_rate"],
-              "final_success_rate": final["success_rate"], "final_episodes": args.final_episodes,
-              "curve": [(0, start["success_rate"])] + [(r["env_steps"], r["success_rate"]) for r in rows],
-              "online_success_curve": [(r["env_steps"], r["online_success_rate"]) for r in rows]}
+def stage_online(args, name: str, init: str, learn_args: list[str]) -> dict:
+    """Online fine-tuning through `dojo learn --init` for --online-steps env steps, then the snapshot on
+    --final-episodes fresh episodes."""
+    run = _fresh(os.path.join(args.out, name))
+    start = dojo("eval", "--run", init, "--sim", TASK, "--episodes", args.eval_episodes, "--seed", FINAL_SEED)
+    summary = dojo("learn", "--sim", TASK, "--init", init, "--seed", args.seed, "--steps", args.online_steps,
+                   "--eval-every", args.eval_every, "--eval-episodes", args.eval_episodes, "--no-progress",
+                   "--out", run, *learn_args)
+    final = dojo("eval", "--run", run, "--episodes", args.final_episodes, "--seed", FINAL_SEED)
+    rows = _evals(run)
+    result = {"init": os.path.relpath(init, args.out), "learn_args": learn_args, "env_steps": summary["env_steps"],
+              "updates": summary["updates"], "train_wall_s": rows[-1]["train_wall_s"],
+              "start_success_rate": start["success_rate"], "final_success_rate": final["success_rate"],
+              "final_episodes": args.final_episodes,
+              "curve": [(0, start["success_rate"])] + [(r["env_steps"], r["eval_success_rate"]) for r in rows],
+              "online_success_curve": [(r["env_steps"], r["success_rate"]) for r in rows]}
     print(json.dumps({name: result}), flush=True)
     return result
 
@@ -150,14 +151,16 @@ def main(argv=None) -> dict:
     p.add_argument("--noise-std", type=float, default=0.1, help="ScriptedOperator action noise (action units)")
     p.add_argument("--offline-updates", type=int, default=3000)
     p.add_argument("--offline-eval-every", type=int, default=0,
-                   help="evaluate every N offline updates on --eval-episodes (curve in RUN/offline_AGENT/metrics.jsonl)")
+                   help="evaluate every N offline updates on --eval-episodes (curve in RUN/offline_AGENT/progress.jsonl)")
     p.add_argument("--set", action="append", default=[], metavar="AGENT.KEY=VALUE",
-                   help="config override for one agent, e.g. calql.cql_alpha=1.0")
+                   help="option override for one agent (preset), e.g. calql.cql_alpha=1.0")
     p.add_argument("--online-steps", type=int, default=10_000)
-    p.add_argument("--wsrl-init", choices=("calql", "iql"), default="calql")
+    p.add_argument("--wsrl-init", choices=OFFLINE_AGENTS, default="iql-sparse",
+                   help="the offline run WSRL starts from (IQL with its sparse-goal settings: 94 %% offline)")
     p.add_argument("--wsrl-warmup", type=int, default=2000, help="env steps of the frozen policy before updates")
-    p.add_argument("--wsrl-set", action="append", default=["cql_alpha=0.0"], metavar="KEY=VALUE",
-                   help="overrides for WSRL's online phase (default: no conservative term online)")
+    p.add_argument("--wsrl-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="option overrides for WSRL's online phase (from Cal-QL: cql_alpha=0.0, no conservative "
+                        "term online)")
     p.add_argument("--learning-starts", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=2500)
     p.add_argument("--eval-episodes", type=int, default=10)
@@ -169,12 +172,12 @@ def main(argv=None) -> dict:
     stages = [s for s in args.stages.split(",") if s]
     for bad in [s for s in stages if s not in STAGES] + [a for a in args.agents if a not in OFFLINE_AGENTS]:
         raise ValueError(f"unknown stage or agent {bad!r}; expected stages from {STAGES}, agents from {OFFLINE_AGENTS}")
-    overrides: dict[str, dict] = {}
-    for key, value in _key_values(args.set, "--set").items():
-        agent, _, field = key.partition(".")
-        if agent not in OFFLINE_AGENTS or not field:
-            raise ValueError(f"--set key must be AGENT.FIELD with AGENT in {OFFLINE_AGENTS}, got {key!r}")
-        overrides.setdefault(agent, {})[field] = value
+    overrides: dict[str, list[str]] = {}
+    for item in args.set:
+        agent, _, option = item.partition(".")
+        if agent not in OFFLINE_AGENTS or "=" not in option:
+            raise ValueError(f"--set must be AGENT.KEY=VALUE with AGENT in {OFFLINE_AGENTS}, got {item!r}")
+        overrides.setdefault(agent, []).append(option)
 
     os.makedirs(args.out, exist_ok=True)
     store = os.path.join(args.out, "mixed.zarr")
@@ -187,20 +190,21 @@ def main(argv=None) -> dict:
     if "offline" in stages:  # merged with agents trained by earlier calls
         path = os.path.join(args.out, "offline.json")
         earlier = json.load(open(path)) if os.path.exists(path) else {}
-        _save(args.out, "offline", {**earlier, **stage_offline(args, ReplayMirror.from_store(store), overrides)})
-    calql_ckpt = os.path.join(args.out, "offline_calql", "checkpoint.msgpack")
+        _save(args.out, "offline", {**earlier, **stage_offline(args, store, overrides)})
+    common = [f"--learning-starts={args.learning_starts}"]
     if "calql_online" in stages:
-        _save(args.out, "calql_online", stage_online(args, "calql_online", calql_ckpt, 0.5, 0, {}, store))
+        _save(args.out, "calql_online", stage_online(args, "calql_online", os.path.join(args.out, "offline_calql"),
+                                                     common + ["--demos", store, "--demo-ratio", "0.5"]))
     if "wsrl" in stages:
-        init = os.path.join(args.out, f"offline_{args.wsrl_init}", "checkpoint.msgpack")
-        wsrl_overrides = _key_values(args.wsrl_set, "--wsrl-set") if args.wsrl_init == "calql" else {}
-        _save(args.out, "wsrl", stage_online(args, "wsrl", init, 0.0, args.wsrl_warmup, wsrl_overrides, None))
+        init = os.path.join(args.out, f"offline_{args.wsrl_init}")
+        _save(args.out, "wsrl", stage_online(args, "wsrl", init, [
+            f"--warmup={args.wsrl_warmup}", "--demo-ratio", "0", *[f"--set={kv}" for kv in args.wsrl_set]]))
 
     results = {name: json.load(open(os.path.join(args.out, f"{name}.json")))
                for name in ("store",) + STAGES if os.path.exists(os.path.join(args.out, f"{name}.json"))}
     os.makedirs(RESULTS, exist_ok=True)
     plot(args.out, results, os.path.join(RESULTS, args.plot))
-    summary = {"env": ENV_ID, "stages_run": stages, "wall_s": round(time.monotonic() - t0, 1),
+    summary = {"task": TASK, "stages_run": stages, "wall_s": round(time.monotonic() - t0, 1),
                "store": results.get("store"),
                "offline": {k: {f: v[f] for f in ("updates", "success_rate", "train_wall_s")}
                            for k, v in results.get("offline", {}).items()},

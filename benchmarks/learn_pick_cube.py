@@ -1,7 +1,8 @@
-"""RLPD on the twin's pick_cube (state obs, sparse reward, scripted demos, 50/50 demo mix): success against
-env steps and wall-clock, then a final deterministic evaluation; saves the curve as a PNG.
+"""pick_cube with the serl preset (RLPD's symmetric sampling with SERL's robot settings and a demo BC term; state
+obs, sparse reward, scripted demos, 50/50 demo mix) through `dojo learn`: success against env steps and
+wall-clock, then a final deterministic evaluation of the snapshot; saves the curve as a PNG.
 
-Run: .venv/bin/python benchmarks/learn_pick_cube.py [--steps 30000] [--set utd_ratio=2 ...]
+Run: .venv/bin/python benchmarks/learn_pick_cube.py [--steps 30000] [--seed S] [--set utd_ratio=2 ...]
 Prints one JSON line last (final_success_rate over --final-episodes, env_steps, updates, train_wall_s).
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,35 +20,24 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import numpy as np  # noqa: E402
-
-from dojo.launch.cmd_learn import _key_values  # noqa: E402
-from dojo.learners import loop  # noqa: E402
-from dojo.replay.sampler import ReplayMirror  # noqa: E402
+from dojo import runs  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
-
-# The settings this benchmark found to work (see results/README.md); --set overrides any of them.
-# bc_weight is not part of RLPD (a demo BC term in the actor loss); bc_weight=0.0 gives plain RLPD.
-RLPD_SETTINGS = {"utd_ratio": 1, "num_qs": 2, "batch_size": 256, "backup_entropy": False,
-                 "init_temperature": 0.01, "discount": 0.99, "bc_weight": 1.0}
+CLI = [sys.executable, "-m", "dojo.launch.cli"]
+FINAL_SEED = 123_456  # final evaluations: reset seeds the stores and training never used
 
 
-def record_demos(task: str, episodes: int, path: str, seed: int = 10_000, **env_kwargs) -> dict:
-    """Scripted-expert episodes into a real replay store (as `dojo record --sim TASK --policy expert`);
-    `env_kwargs` go to the twin's make_env (e.g. obs_mode="pixels")."""
-    from dojo.launch.cmd_record import record
-    from dojo.replay.store import EpisodeWriter
-    from dojo.sim.envs import make_env
-    from dojo.sim.experts import make_expert
+def dojo(*args: str) -> dict:
+    """Run a dojo command; its last stdout line (JSON). Raises with the command's error line."""
+    out = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"dojo {args[0]} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
-    env = make_env(task, **env_kwargs)
-    writer = EpisodeWriter(path)
-    try:
-        return record(env, writer, episodes, act=make_expert(env), seed=seed)
-    finally:
-        writer.close()
-        env.close()
+
+def record_demos(task: str, episodes: int, path: str, seed: int = 10_000, *record_args: str) -> dict:
+    """Scripted-expert episodes into a real replay store (`dojo record --sim TASK --policy expert`)."""
+    return dojo("record", "--sim", task, "--episodes", episodes, "--seed", seed, "--out", path, *record_args)
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
@@ -73,68 +65,62 @@ def add_run_options(p: argparse.ArgumentParser, eval_every: int, eval_episodes: 
                     plot_name: str) -> None:
     """The options every online learning benchmark here takes, with its own defaults."""
     p.add_argument("--demos", type=int, default=20)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RLPD config override")
+    p.add_argument("--agent", default="serl", help="a preset of dojo/learners/__init__.py")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent option override")
     p.add_argument("--learning-starts", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=eval_every)
     p.add_argument("--eval-episodes", type=int, default=eval_episodes)
     p.add_argument("--final-episodes", type=int, default=final_episodes)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run directory (default: a temporary one)")
+    p.add_argument("--out", help="run directory (default: a temporary one); a run already there is replaced")
     p.add_argument("--plot", default=plot_name, help="file name under benchmarks/results/")
 
 
-def train_and_evaluate(env, eval_env, agent, mirror: ReplayMirror, cfg, out: str, final_episodes: int,
-                       plot_name: str, title: str):
-    """Run the online loop into `out`, evaluate the final policy deterministically on `final_episodes`,
-    plot the curve under results/. Returns (loop summary, metric rows, final evaluation)."""
-    metrics = os.path.join(out, "metrics.jsonl")
-    if os.path.exists(metrics):
-        os.remove(metrics)
-    agent, summary = loop.run_online(env, agent, mirror, cfg, out, eval_env=eval_env)
-    rows = [json.loads(line) for line in open(metrics)]
-    final = loop.evaluate(eval_env, loop.policy_act(agent, agent.action_scale), final_episodes, seed=123_456)
+def learn_and_evaluate(out: str, args, learn_args: list[str], plot_name: str, title: str):
+    """`dojo learn` into out/run (from scratch), the final snapshot on `args.final_episodes` fresh episodes, the
+    curve under results/. Returns (learn summary, progress rows with evaluations, final evaluation)."""
+    run = os.path.join(out, "run")
+    shutil.rmtree(run, ignore_errors=True)
+    summary = dojo("learn", "--agent", args.agent, *[f"--set={kv}" for kv in args.set], "--seed", args.seed,
+                   "--learning-starts", args.learning_starts, "--eval-every", args.eval_every,
+                   "--eval-episodes", args.eval_episodes, "--no-progress", "--out", run, *learn_args)
+    rows = [r for r in runs.read_progress(run) if "eval_success_rate" in r]
+    final = dojo("eval", "--run", run, "--episodes", args.final_episodes, "--seed", FINAL_SEED)
     os.makedirs(RESULTS, exist_ok=True)
-    plot(rows, os.path.join(RESULTS, plot_name), title)
+    plot([{**r, "success_rate": r["eval_success_rate"]} for r in rows], os.path.join(RESULTS, plot_name), title)
     return summary, rows, final
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--env", default="dojo/PickCube-v0")
+    p.add_argument("--task", default="pick_cube", help="the twin's task")
     p.add_argument("--steps", type=int, default=30_000)
     add_run_options(p, eval_every=2000, eval_episodes=20, final_episodes=50, plot_name="learn_pick_cube.png")
     p.add_argument("--normalize", choices=("none", "demos"), default="none",
-                   help="state normalisation: none, or mean/std of the demos (std floored at --min-std)")
-    p.add_argument("--min-std", type=float, default=1e-2)
+                   help="state normalisation: none, or mean/std of the demos (std floored at 1e-2)")
     p.add_argument("--n-step", type=int, default=1)
     args = p.parse_args(argv)
 
     out = args.out or tempfile.mkdtemp(prefix="learn_")
-    task = {"dojo/PickCube-v0": "pick_cube", "dojo/PegInsert-v0": "peg_insert", "dojo/Reach-v0": "reach"}[args.env]
     demos = os.path.join(out, "demos.zarr")
     if not os.path.exists(demos):
-        record_demos(task, args.demos, demos)
-    mirror = ReplayMirror.from_store(demos)
-    env, eval_env = loop.make_env(args.env), loop.make_env(args.env)
-    overrides = {**RLPD_SETTINGS, **_key_values(args.set, "--set")}
-    stats = loop.state_stats(mirror, "demo", args.min_std) if args.normalize == "demos" else None
-    agent = loop.make_agent("rlpd", env.observation_space, env.action_space, args.seed, overrides, obs_stats=stats)
-    cfg = loop.LoopConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, random_steps=0,
-                          eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=0,
-                          n_step=args.n_step, progress=False)
+        record_demos(args.task, args.demos, demos)
     t0 = time.monotonic()
-    title = (f"RLPD {args.env} state, {args.demos} demos, n_step {args.n_step}, normalize {args.normalize}, "
-             + ", ".join(f"{k}={v}" for k, v in overrides.items()))
-    summary, rows, final = train_and_evaluate(env, eval_env, agent, mirror, cfg, out, args.final_episodes,
-                                              args.plot, title)
-    first_90 = next((r for r in rows if r["success_rate"] >= 0.9), None)
-    result = {"env": args.env, "agent": "rlpd", **overrides, "demos": args.demos, "n_step": args.n_step,
-              "normalize": args.normalize, "env_steps": summary["env_steps"], "updates": summary["updates"],
-              "train_wall_s": rows[-1]["train_wall_s"], "total_wall_s": round(time.monotonic() - t0, 1),
-              "final_success_rate": final["success_rate"], "final_episodes": args.final_episodes,
-              "first_eval_at_90": None if first_90 is None else {k: first_90[k] for k in
-                                                                  ("env_steps", "train_wall_s", "success_rate")},
-              "curve": [(r["env_steps"], r["success_rate"]) for r in rows]}
+    title = (f"{args.agent} {args.task} state, {args.demos} demos, seed {args.seed}, n_step {args.n_step}, "
+             f"normalize {args.normalize}" + "".join(f", {kv}" for kv in args.set))
+    summary, rows, final = learn_and_evaluate(out, args, [
+        "--sim", args.task, "--demos", demos, "--steps", args.steps, f"learner.n_step={args.n_step}",
+        f"learner.normalize={args.normalize}"], args.plot, title)
+    first_90 = next((r for r in rows if r["eval_success_rate"] >= 0.9), None)
+    result = {"task": args.task, "agent": args.agent, "set": args.set, "seed": args.seed, "demos": args.demos,
+              "n_step": args.n_step, "normalize": args.normalize, "env_steps": summary["env_steps"],
+              "updates": summary["updates"], "train_wall_s": rows[-1]["train_wall_s"] if rows else None,
+              "total_wall_s": round(time.monotonic() - t0, 1), "final_success_rate": final["success_rate"],
+              "final_episodes": args.final_episodes,
+              "first_eval_at_90": None if first_90 is None else {"env_steps": first_90["env_steps"],
+                                                                 "train_wall_s": first_90["train_wall_s"],
+                                                                 "success_rate": first_90["eval_success_rate"]},
+              "curve": [(r["env_steps"], r["eval_success_rate"]) for r in rows]}
     print(json.dumps(result))
     return result
 

@@ -21,14 +21,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
-from dojo.launch.cmd_learn import _key_values  # noqa: E402
-from dojo.learners import loop  # noqa: E402
+from dojo.learners import make_agent  # noqa: E402
 from dojo.policies.spaces import ObsAdapter  # noqa: E402
 from dojo.replay.sampler import ReplayMirror  # noqa: E402
-from learn_pick_cube import RLPD_SETTINGS, add_run_options, record_demos, train_and_evaluate  # noqa: E402
+from dojo.sim import make_env  # noqa: E402
+from learn_pick_cube import add_run_options, learn_and_evaluate, record_demos  # noqa: E402
 
-ENV_ID = "dojo/PickCube-v0"
+TASK = "pick_cube"
 
 
 def time_updates(agent, mirror: ReplayMirror, updates: int, seed: int = 0) -> dict:
@@ -92,33 +93,31 @@ def main(argv=None) -> dict:
     out = args.out or tempfile.mkdtemp(prefix="learn_pixels_")
     demos = os.path.join(out, "demos.zarr")
     t0 = time.monotonic()
-    size = (args.image_size, args.image_size)
     if not os.path.exists(demos):
-        record_demos("pick_cube", args.demos, demos, obs_mode="pixels", image_size=size)
+        record_demos(TASK, args.demos, demos, 10_000, "--obs-mode", "pixels", "--image-size", str(args.image_size))
     record_s = time.monotonic() - t0
     mirror = ReplayMirror.from_store(demos)
-    env = loop.make_env(ENV_ID, obs_mode="pixels", image_size=size)
-    eval_env = loop.make_env(ENV_ID, obs_mode="pixels", image_size=size)
-    overrides = {**RLPD_SETTINGS, **_key_values(args.set, "--set")}
-    agent = loop.make_agent("rlpd", env.observation_space, env.action_space, args.seed, overrides)
+    eval_env = make_env(TASK, obs_mode="pixels", image_size=(args.image_size, args.image_size))
+    options = {k: OmegaConf.to_object(OmegaConf.from_dotlist([f"v={v}"]))["v"]
+               for k, v in (kv.split("=", 1) for kv in args.set)}
+    agent = make_agent(args.agent, eval_env.observation_space, eval_env.action_space, args.seed, options)
     speed = {**time_updates(agent, mirror, args.time_updates, args.seed),
              **time_env_steps(eval_env, agent, args.time_env_steps, args.seed)}
+    eval_env.close()
     print(json.dumps({"speed": speed}), flush=True)
 
-    cfg = loop.LoopConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, random_steps=0,
-                          eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=0,
-                          progress=False)
-    title = (f"RLPD {ENV_ID} pixels {args.image_size}x{args.image_size} (front + wrist) + proprio, {args.demos} "
-             "demos, " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
-    summary, rows, final = train_and_evaluate(env, eval_env, agent, mirror, cfg, out, args.final_episodes,
-                                              args.plot, title)
-    result = {"env": ENV_ID, "obs": f"pixels {args.image_size}x{args.image_size}, front + wrist, proprio",
-              "agent": "rlpd", **overrides, "demos": args.demos, "record_demos_s": round(record_s, 1), **speed,
-              "env_steps": summary["env_steps"], "updates": summary["updates"],
-              "train_wall_s": rows[-1]["train_wall_s"], "train_env_steps_per_s":
-              round(summary["env_steps"] / rows[-1]["train_wall_s"], 2),
+    title = (f"{args.agent} {TASK} pixels {args.image_size}x{args.image_size} (front + wrist) + proprio, "
+             f"{args.demos} demos" + "".join(f", {kv}" for kv in args.set))
+    summary, rows, final = learn_and_evaluate(out, args, [
+        "--sim", TASK, "--demos", demos, "--steps", str(args.steps), "env.obs_mode=pixels",
+        f"env.image_size={args.image_size}"], args.plot, title)
+    train_wall_s = rows[-1]["train_wall_s"] if rows else None
+    result = {"task": TASK, "obs": f"pixels {args.image_size}x{args.image_size}, front + wrist, proprio",
+              "agent": args.agent, "set": args.set, "demos": args.demos, "record_demos_s": round(record_s, 1),
+              **speed, "env_steps": summary["env_steps"], "updates": summary["updates"], "train_wall_s": train_wall_s,
+              "train_env_steps_per_s": round(summary["env_steps"] / train_wall_s, 2) if train_wall_s else None,
               "final_success_rate": final["success_rate"], "final_episodes": args.final_episodes,
-              "curve": [(r["env_steps"], r["success_rate"]) for r in rows]}
+              "curve": [(r["env_steps"], r["eval_success_rate"]) for r in rows]}
     print(json.dumps(result))
     return result
 

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import zmq
 
-from dojo.replay.link import LinkClient, LinkServer, MemoryJournal, create_keys, encode_steps
-from dojo.replay.stream import StoreJournal, StoreSink
+from dojo.link import LinkClient, LinkServer, MemoryJournal, create_keys, encode_steps
+from dojo.link.journal import StoreJournal, StoreSink
 from dojo.robot.interfaces import WallClock
 
 SNAPSHOT_BYTES = 1_000_000

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from learn_interventions import bc_on_interventions  # noqa: E402
+from learn_interventions import bc_on_interventions, train_offline  # noqa: E402
 
 # name -> (agent, reward, agent overrides); reward "rlif" relabels as RLIF, "zero" gives the critic no signal
 VARIANTS = {
@@ -31,24 +31,20 @@ VARIANTS = {
 
 
 def run_variant(store: str, name: str, updates: int, episodes: int) -> float:
-    from dojo.learners.loop import _sample, evaluate, make_agent, policy_act
-    from dojo.replay.sampler import ReplayMirror
+    from dojo.learners import agent_config
+    from dojo.replay.sampler import ReplayMirror, symmetric_ratio
     from dojo.rewards.interventions import episode_rlif_reward
-    from dojo.sim import make_env
 
     agent_name, reward, overrides = VARIANTS[name]
     if agent_name == "bc":  # HG-DAgger on the intervened steps: the benchmark's own BC arm
         return bc_on_interventions(Path(store), updates, episodes)["success_rate"]
     reward_fn = {None: None, "rlif": episode_rlif_reward,
                  "zero": lambda ep: np.zeros_like(ep.reward)}[reward]
-    env = make_env("pick_cube")
     mirror = ReplayMirror()
     mirror.follow(store, copy_interventions=True, reward_fn=reward_fn)
-    agent = make_agent(agent_name, env.observation_space, env.action_space, overrides=overrides)
-    rng = np.random.default_rng(0)
-    for _ in range(updates):
-        agent, _ = agent.update(_sample(mirror, agent, rng, agent.config.demo_ratio))
-    return evaluate(env, policy_act(agent, agent.action_scale), episodes, seed=1_000_000)["success_rate"]
+    demo_ratio = agent_config(agent_name, overrides)[1].demo_ratio
+    return train_offline(mirror, agent_name, overrides, updates, episodes,
+                         symmetric_ratio(mirror.steps_by_source(), demo_ratio))
 
 
 def main() -> None:

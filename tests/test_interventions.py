@@ -2,10 +2,11 @@
 
 import numpy as np
 
-from dojo.replay.link import LinkServer, create_keys
+from dojo.link import LinkClient, LinkServer, create_keys
 from dojo.replay.sampler import ReplayMirror, intervened_runs
 from dojo.replay.store import EpisodeWriter, open_store
-from dojo.replay.stream import StoreSink
+from dojo.link.journal import StoreJournal, StoreSink
+from dojo.policies.spaces import CanonicalEnv
 from dojo.rewards.interventions import count_interventions, rlif_reward
 from dojo.robot.actor import Actor, ActorConfig
 from dojo.sim import make_env
@@ -70,12 +71,15 @@ def test_practising_actor_records_who_acted(tmp_path):
     keys = create_keys(tmp_path / "run")
     sink = StoreSink(tmp_path / "learner.zarr")
     server = LinkServer(lambda actor, first, steps: sink.on_steps(first, steps), keys, port=0).start()
-    env = make_env("pick_cube", max_episode_steps=40)
-    env.teleop = make_operator(env, mode="intervening", rule="deviation", takeover_steps=5, seed=0)
-    actor = Actor(env, tmp_path / "journal.zarr", server.address, keys, ActorConfig(random_steps=10_000))
+    env = CanonicalEnv(make_env("pick_cube", max_episode_steps=40))
+    env.unwrapped.teleop = make_operator(env.unwrapped, mode="intervening", rule="deviation", takeover_steps=5,
+                                         seed=0)
+    journal = StoreJournal(tmp_path / "journal.zarr")
+    actor = Actor(env, journal, ActorConfig(random_steps=10_000), client=LinkClient(journal, server.address, keys))
     try:
         result = actor.run(max_steps=120)
     finally:
+        actor.close()
         server.close()
         sink.close()
     store = open_store(tmp_path / "learner.zarr")

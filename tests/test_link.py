@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import zmq
 
-from dojo.replay.link import (
+from dojo.link import (
     LinkClient, LinkServer, MemoryJournal, create_keys, decode_message, encode_steps, LinkProtocolError,
 )
+from dojo.link.wire import PROTOCOL_VERSION, make_schema
 
 FAST = dict(heartbeat_s=0.2, timeout_s=1.0)  # short link timeouts keep the fault tests quick
 CUT_S = float(os.environ.get("DOJO_LINK_CUT_S", "3"))  # the issue's 30 s cut: DOJO_LINK_CUT_S=30
@@ -288,7 +289,8 @@ def test_unauthenticated_and_wrong_key_clients_are_rejected(tmp_path, keys, ctx)
                 wrong_journal.append(make_step(i))
                 good_journal.append(make_step(i))
             wait_for(lambda: good.status().acked_seq == 20, what="the authorized actor's steps acked")
-            wait_for(lambda: wrong.status().auth_rejected, what="the wrong-key actor told it was rejected")
+            wait_for(lambda: wrong.status().refused is not None, what="the wrong-key actor told it was rejected")
+            assert "does not authorise this actor's key (actor-0)" in wrong.status().refused
             # libzmq reports the mechanism mismatch as a protocol error, or without detail when the peer
             # hangs up first (seen under load); either way it is refused before any message is read.
             wait_for(lambda: server.stats().get("handshake_failed_protocol", 0)
@@ -296,6 +298,64 @@ def test_unauthenticated_and_wrong_key_clients_are_rejected(tmp_path, keys, ctx)
             assert server.stats()["auth_denied"] >= 1
             assert wrong.status().acked_seq == 0 and not wrong.status().connected
     assert {a for a, _, _ in rec.rows} == {"actor-1"} and rec.seqs("actor-1") == list(range(1, 21))
+
+
+def test_a_wrong_learner_key_is_named_not_reported_as_unreachable(tmp_path, keys):
+    other = create_keys(tmp_path / "other-run", ["actor-0"])  # another learner's key pair
+    (other / "actor-0.key_secret").write_bytes((keys / "actor-0.key_secret").read_bytes())
+    with LinkServer(Recorder(), keys, port=0, **FAST).start() as server:
+        journal = MemoryJournal()
+        with LinkClient(journal, server.address, other, "actor-0", **FAST) as client:
+            journal.append(make_step(1))
+            wait_for(lambda: client.status().refused is not None, what="the wrong learner key named")
+            assert "not that learner's key" in client.status().refused
+            assert client.status().acked_seq == 0
+
+
+STEP_SCHEMA = make_schema({"wrist": ((32, 32, 3), np.uint8), "state": ((9,), np.float32)})
+
+
+def test_an_actor_whose_steps_do_not_fit_the_run_is_refused_before_anything_is_stored(tmp_path, keys):
+    rec = Recorder()
+    with LinkServer(rec, keys, port=0, schema=STEP_SCHEMA, **FAST).start() as server:
+        # It announces arrays of another shape: refused at its first sync, naming the key and both shapes.
+        wrong = make_schema({"wrist": ((32, 32, 3), np.uint8), "state": ((17,), np.float32)})
+        journal = MemoryJournal()
+        with LinkClient(journal, server.address, keys, "actor-0", schema=wrong, **FAST) as client:
+            journal.append(make_step(1))
+            wait_for(lambda: client.status().refused is not None, what="the mismatched actor refused")
+            assert "state is (17,) float32 on actor actor-0, the run expects (9,) float32" in client.status().refused
+        # One that announces nothing but sends steps with an extra array: those steps are refused too.
+        journal = MemoryJournal()
+        with LinkClient(journal, server.address, keys, "actor-1", **FAST) as client:
+            journal.append({**make_step(1), "depth": np.zeros((4, 4), np.float32)})
+            wait_for(lambda: client.status().refused is not None, what="the extra array refused")
+            assert "has ['depth'] as well" in client.status().refused
+        # A matching actor is served.
+        journal = MemoryJournal()
+        with LinkClient(journal, server.address, keys, "actor-1", schema=STEP_SCHEMA, **FAST) as client:
+            for i in range(1, 6):
+                journal.append(make_step(i))
+            wait_for(lambda: client.status().acked_seq == 5, what="the matching actor's steps")
+    assert rec.seqs("actor-0") == [] and rec.seqs("actor-1") == [1, 2, 3, 4, 5]
+
+
+def test_an_actor_whose_id_differs_from_its_key_is_refused(tmp_path, keys):
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "learner.key").write_bytes((keys / "learner.key").read_bytes())
+    (renamed / "actor-0.key_secret").write_bytes((keys / "actor-1.key_secret").read_bytes())  # actor-1's key
+    os.chmod(renamed / "actor-0.key_secret", 0o600)
+    with LinkServer(Recorder(), keys, port=0, **FAST).start() as server:
+        with LinkClient(MemoryJournal(), server.address, renamed, "actor-0", **FAST) as client:
+            wait_for(lambda: client.status().refused is not None, what="the renamed key refused")
+            assert "calls itself 'actor-0' but its key is the learner's 'actor-1'" in client.status().refused
+
+
+def test_ports_outside_the_tcp_range_are_refused(keys):
+    for port in (99999, -1):
+        with pytest.raises(ValueError, match=f"port must be in 1..65535.*got {port}"):
+            LinkServer(Recorder(), keys, port=port)
 
 
 def curve_dealer(ctx, server, keys, actor):
@@ -323,13 +383,13 @@ def test_malformed_and_oversized_messages_are_rejected_and_counted(keys, ctx):
     bad = {
         "bad_header": [[b"\xc1 not msgpack"], [pack([1, 2, 3])], [pack({**header, "v": 99}), *good_frames[1:]],
                        [pack({**header, "first_seq": -3}), *good_frames[1:]]],
-        "frame_count": [good_frames[:-1], [pack({"v": 1, "kind": "sync", "params_version": 0}), b"extra"]],
+        "frame_count": [good_frames[:-1], [pack({"v": PROTOCOL_VERSION, "kind": "sync", "params_version": 0}), b"extra"]],
         "bad_dtype": [with_first_array(dtype="|O"), with_first_array(dtype=">f4"), with_first_array(dtype="<U4")],
         "bad_shape": [with_first_array(shape=[-1, 3]), with_first_array(shape=[1] * 9)],
         "size_mismatch": [with_first_array(shape=[32, 32, 4]), with_first_array(shape=[2**62, 2**62])],
-        "unknown_kind": [[pack({"v": 1, "kind": "evaluate", "code": "import os"})]],
+        "unknown_kind": [[pack({"v": PROTOCOL_VERSION, "kind": "evaluate", "code": "import os"})]],
         # every frame under the per-frame limit, the whole message over it
-        "oversized": [[pack({"v": 1, "kind": "steps", "first_seq": 1, "epoch": 0,
+        "oversized": [[pack({"v": PROTOCOL_VERSION, "kind": "steps", "first_seq": 1, "epoch": 0,
                              "steps": [{"a": [[f"x{k}", "|u1", [400_000]] for k in range(3)], "s": {}}]}),
                        *[bytes(400_000)] * 3]],
     }

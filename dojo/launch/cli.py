@@ -9,15 +9,21 @@ import sys
 import threading
 
 # Each module registers its subcommands with `add_parser(subparsers)` and sets `func` on them.
-COMMAND_MODULES = ("cmd_sim", "cmd_teleop", "cmd_record", "cmd_replay", "cmd_learn", "cmd_train")
+COMMAND_MODULES = ("cmd_sim", "cmd_teleop", "cmd_record", "cmd_replay", "cmd_learn", "cmd_train", "cmd_robot", "cmd_calibrate",
+                   "cmd_reward", "cmd_serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dojo", description="Real-robot learning with a MuJoCo twin.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"dojo.launch.{name}").add_parser(subparsers)
     return parser
+
+
+# Bad input (a value, a path, a store, a busy run): the message says what and what was expected.
+BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dojo: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        # Bad input: say what was wrong, without a traceback.
-        print(f"dojo {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:  # one line, not a traceback (unless --debug)
+        if args.debug:
+            raise
+        from dojo.errors import DojoError
+        from dojo.replay.store import StoreError
+
+        expected = isinstance(err, (*BAD_INPUT, DojoError, StoreError))
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        line = text if expected else f"{type(err).__name__}: {text} (run with --debug for the traceback)"
+        print(f"dojo {args.command}: error: {line}", file=sys.stderr)
+        return 2 if isinstance(err, (*BAD_INPUT, StoreError)) else 1
 
 
 if __name__ == "__main__":

@@ -20,14 +20,16 @@ DEVICES = ("keyboard", "spacemouse", "gamepad", "sim-operator")
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("teleop", help="drive the twin or an arm from a teleop device (no recording)",
                                    description=__doc__)
-    parser.add_argument("--sim", metavar="TASK", required=True,
-                        help="drive the MuJoCo twin on this task (reach, pick_cube, peg_insert)")
-    parser.add_argument("--device", choices=DEVICES, default="keyboard")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sim", metavar="TASK", help="drive the MuJoCo twin on this task (reach, pick_cube, peg_insert)")
+    where.add_argument("--robot", metavar="FILE", help="drive a station (a robot config file, e.g. twin); its own "
+                                                       "teleop device unless --device is given")
+    parser.add_argument("--device", choices=DEVICES, default=None, help="default: keyboard (--sim), the station's")
     parser.add_argument("--frame", choices=("base", "ee"), default=None,
                         help="frame of the device twist (default: the device's default, base)")
     parser.add_argument("--action-dim", type=int, choices=(4, 7), default=7,
-                        help="4: translation + gripper; 7: also rotation")
-    parser.add_argument("--control-hz", type=float, default=10.0)
+                        help="4: translation + gripper; 7: also rotation (--sim; a station has its own)")
+    parser.add_argument("--control-hz", type=float, default=10.0, help="(--sim; a station has its own)")
     parser.add_argument("--episode-steps", type=int, default=1000, help="steps before the episode restarts")
     parser.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: until Ctrl-C)")
     parser.add_argument("--fast", action="store_true", help="do not pace the twin at wall-clock rate")
@@ -35,6 +37,24 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="device option, e.g. --opt deadzone=0.15 --opt scale=0.5 (YAML values)")
     parser.set_defaults(func=run)
+
+
+def make_driven_env(args, default_device: str):
+    """(env, teleop device name) for a command that drives an arm itself: the twin's task (--sim) or a
+    station's devices (--robot), which then brings its own teleop device unless --device names one."""
+    if args.robot:
+        from dojo.robot.factory import make_robot_env
+        from dojo.robot.station import load_station
+
+        station, _ = load_station(args.robot, [f"task.max_episode_steps={args.episode_steps}"]
+                                  if getattr(args, "episode_steps", None) else [])
+        device = args.device or station.teleop.device
+        return make_robot_env(station, with_teleop=False), device
+    from dojo.sim import make_env
+
+    env = make_env(args.sim, action_dim=args.action_dim, control_hz=args.control_hz,
+                   max_episode_steps=args.episode_steps, seed=args.seed)
+    return env, args.device or default_device
 
 
 def parse_options(items: list[str]) -> dict:
@@ -59,19 +79,17 @@ def status_line(step: int, episode: int, state, cmd: TeleopCommand, info: dict) 
 
 def run(args: argparse.Namespace) -> int:
     from dojo.robot.teleop import make_teleop
-    from dojo.sim import make_env
 
     if args.steps < 0 or args.episode_steps <= 0:
         raise ValueError(f"--steps must be >= 0 and --episode-steps > 0, got {args.steps} and {args.episode_steps}")
-    env = make_env(args.sim, action_dim=args.action_dim, control_hz=args.control_hz,
-                   max_episode_steps=args.episode_steps, seed=args.seed)
+    env, device = make_driven_env(args, "keyboard")
     options = parse_options(args.opt)
     if args.frame is not None:
         options["frame"] = args.frame
-    if args.device == "sim-operator":
+    if device == "sim-operator":
         options["env"] = env
     try:
-        teleop = make_teleop(args.device, **options)
+        teleop = make_teleop(device, **options)
     except RuntimeError as err:  # no device plugged in, or its vendor module missing: say so, no traceback
         env.close()
         print(f"dojo teleop: error: {err}", file=sys.stderr)

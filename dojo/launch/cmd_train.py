@@ -3,36 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dojo.launch.config import ConfigError, load_config
-
-RUN_CONFIG = "config.yaml"
+from dojo import runs
+from dojo.launch.config import OPEN_SECTIONS, ConfigError, actor_ids, check_train_config, load_config
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("learner", help="run the learner process of an actor/learner run")
     p.add_argument("--run", required=True, help="run folder (created, or resumed if it holds a run)")
+    p.add_argument("--robot", metavar="FILE", help="the station its actors run (a robot config file, e.g. twin): "
+                                                   "env.kind=robot; its devices are not opened here")
+    p.add_argument("--actors", action="store_true", help="also run the run's actors (actors.count of them, as "
+                                                         "actors.backend says: local processes or a Ray fleet)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (launch/configs/train.yaml)")
     p.set_defaults(func=run_learner)
 
     p = subparsers.add_parser("actor", help="run an actor that streams to a learner")
-    p.add_argument("--learner", required=True, metavar="HOST:PORT")
+    p.add_argument("--learner", metavar="HOST:PORT", help="the learner's address (default: RUN/link.json's)")
     p.add_argument("--run", default=None, help="the learner's run folder, when on the same machine (config, keys)")
     p.add_argument("--keys", default=None, help="folder with this actor's key pair and learner.key "
                                                 "(default RUN/keys)")
     p.add_argument("--steps", type=int, default=None, help="stop after this many env steps")
+    p.add_argument("--robot", metavar="FILE", help="the station to act on (a robot config file, e.g. twin, or "
+                                                   "launch/configs/robots/franka_fr3.yaml copied and filled in)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=run_actor)
 
@@ -41,147 +43,162 @@ def add_parser(subparsers) -> None:
                                           "scripted expert unless demos.store is given, starts a learner and an "
                                           "actor as two processes over loopback, shows progress, evaluates the "
                                           "final policy and writes RUN/ (store, checkpoints, TensorBoard logs, "
-                                          "learning_curve.png). Ends with one JSON line.")
+                                          "learning_curve.png). Given the folder of a run that was stopped or "
+                                          "crashed, it resumes it. Ends with one JSON line.")
     p.add_argument("--sim", required=True, metavar="TASK", help="reach, pick_cube or peg_insert")
     p.add_argument("--run", default=None, help="run folder (default runs/TASK-TIME)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=run_train)
 
 
-# --- configuration ----------------------------------------------------------------------------------------
-AGENT_SECTIONS = [f"agent.{name}" for name in ("sac", "calql", "iql", "fql", "bc")]
+def train_config(overrides, run: Path | None = None, robot: str | None = None):
+    """The run's config: RUN/config.yaml when the run exists, else train.yaml; then the station file `robot`
+    (env.kind=robot) and the overrides. Every key and value is checked here, before anything starts."""
+    from dojo.robot.station import load_station
 
-
-def train_config(overrides, run: Path | None = None):
-    """The run's config: RUN/config.yaml when resuming, else train.yaml; then the overrides. Every key and
-    value is checked here, before any process starts."""
-    saved = run / RUN_CONFIG if run is not None else None
-    cfg = load_config(str(saved) if saved and saved.exists() else "train", overrides, open_sections=AGENT_SECTIONS)
-    from dojo.learners.learner import agent_config  # checks agent.<name> options against the agent
-    from dojo.rewards.interventions import INTERVENTION_MODES
-
-    agent_config(cfg)
-    if cfg.intervention.mode not in INTERVENTION_MODES:
-        raise ConfigError(f"intervention.mode must be one of {INTERVENTION_MODES}, got {cfg.intervention.mode!r}")
-    operators = ("none", "sim", "spacemouse", "gamepad", "keyboard")
-    if cfg.intervention.operator not in operators:
-        raise ConfigError(f"intervention.operator must be one of {operators}, got {cfg.intervention.operator!r}")
-    if cfg.env.obs_mode not in ("state", "pixels", "both"):
-        raise ConfigError(f"env.obs_mode must be state, pixels or both, got {cfg.env.obs_mode!r}")
-    for key in ("learner.env_steps", "env.max_episode_steps", "env.image_size", "demos.episodes", "eval.episodes"):
-        if OmegaConf.select(cfg, key) < 0:
-            raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
+    saved = run / runs.CONFIG if run is not None else None
+    replace = {}
+    if robot:
+        try:
+            replace = {"env.kind": "robot", "robot": load_station(robot)[1]}
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    name = str(saved) if saved and saved.exists() else "train"
+    cfg = load_config(name, overrides, open_sections=OPEN_SECTIONS, replace=replace)
+    if not cfg.learner.actors:  # one id per actor of actors.count
+        cfg = load_config(name, overrides, open_sections=OPEN_SECTIONS,
+                          replace={**replace, "learner.actors": actor_ids(cfg.actors.count)})
+    check_train_config(cfg)
     return cfg
 
 
-def make_sim_env(cfg):
-    from dojo.sim import make_env
-
-    size = int(cfg.env.image_size)
-    return make_env(cfg.task, obs_mode=cfg.env.obs_mode, image_size=(size, size), control_hz=cfg.env.control_hz,
-                    action_dim=cfg.env.action_dim, max_episode_steps=cfg.env.max_episode_steps,
-                    randomize=cfg.env.randomize)
-
-
-def _setup_logging() -> None:
+def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("jax", "absl", "OpenGL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def progress_display(total: int, desc: str, unit: str, log_lines: bool = False):
+    """(callback for progress records, close): a bar for a person at a terminal; otherwise nothing, or with
+    `log_lines` one JSON line per record (a learner's log)."""
+    if not sys.stderr.isatty():
+        show = (lambda record: print(json.dumps(record), file=sys.stderr, flush=True)) if log_lines else None
+        return show, (lambda: None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0)
+
+    def show(record: dict) -> None:
+        bar.n = min(record["env_steps"] if unit == "step" else record["updates"], bar.total)
+        shown = {"updates": record["updates"], "success": record.get("success_rate")}
+        if record.get("eval_success_rate") is not None:
+            shown["eval"] = record["eval_success_rate"]
+        bar.set_postfix(shown)
+        bar.refresh()
+    return show, bar.close
+
+
 # --- learner --------------------------------------------------------------------------------------------
 def run_learner(args: argparse.Namespace) -> int:
-    from dojo.learners.learner import Learner, install_stop_handlers, spaces_from_store
-    from dojo.replay.link import create_keys
+    from dojo.launch.build import check_learner_inputs, make_env, run_spaces
+    from dojo.learners.learner import Learner
+    from dojo.link import create_keys
 
     run = Path(args.run)
-    cfg = train_config(args.overrides, run)
-    run.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run / RUN_CONFIG)
-    if not (run / "keys").exists():
-        create_keys(run, actors=list(cfg.learner.actors))
-    if cfg.demos.store:
-        obs_space, action_space = spaces_from_store(cfg.demos.store)
-    else:
-        env = make_sim_env(cfg)
-        obs_space, action_space = env.observation_space, env.action_space
-        env.close()
-    _setup_logging()
-    from dojo.rewards.interventions import episode_rlif_reward
+    cfg = train_config(args.overrides, run, robot=args.robot)
+    obs_space, action_space = run_spaces(cfg)
+    check_learner_inputs(cfg, obs_space, action_space)
+    lock = runs.RunLock(run)  # a second learner on a live run stops here, before it touches anything
+    OmegaConf.save(cfg, run / runs.CONFIG)
+    create_keys(run, actors=list(cfg.learner.actors), exist_ok=True)
+    setup_logging()
+    learner = Learner(run, cfg, obs_space, action_space, serve=True,
+                      eval_env=make_env(cfg) if cfg.learner.eval_every else None)
+    fleet = []
 
-    mode = cfg.intervention.mode
-    learner = Learner(run, cfg, obs_space, action_space,
-                      reward_fn=episode_rlif_reward if mode in ("rlif", "both") else None,
-                      copy_interventions=mode in ("hil-serl", "both"))
-    install_stop_handlers(learner)
-    if sys.stderr.isatty():  # a person watching: a progress bar; otherwise (a log file) one JSON line per interval
-        from tqdm import tqdm
+    def start_fleet() -> None:  # --actors: this learner runs its own fleet once it listens
+        from dojo.link.fleet import start_actors
 
-        bar = tqdm(total=int(cfg.learner.env_steps), desc="learner", unit="step", file=sys.stderr)
+        link, ids = runs.read_link_info(run), list(cfg.learner.actors)[:cfg.actors.count]
+        fleet.extend(start_actors(run, [actor_command(run, link, a) for a in ids], ids, cfg.actors.backend,
+                                  dict(cfg.actors.resources)))
 
-        def progress(record: dict) -> None:
-            bar.n = min(record["env_steps"], bar.total)
-            bar.set_postfix(updates=record["updates"], episodes=record["episodes"], success=record["success_rate"])
-    else:
-        bar, progress = None, lambda record: print(json.dumps(record), file=sys.stderr, flush=True)
+    def stop(signum, frame):  # finish the current update, checkpoint and exit cleanly
+        learner.stop_event.set()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    show, close = progress_display(int(cfg.learner.env_steps), "learner", "step", log_lines=True)
     try:
-        result = learner.run_until_done(progress=progress)
+        result = learner.run_until_done(progress=show, on_listening=start_fleet if args.actors else None)
     finally:
-        if bar is not None:
-            bar.close()
+        close()
+        for actor in fleet:
+            actor.stop()
+        lock.release()
     print(json.dumps(result), flush=True)
     return 0
 
 
 # --- actor ----------------------------------------------------------------------------------------------
-def journal_path(cfg, keys: Path) -> Path:
-    """One journal per actor and learner run: the learner's public key names the run it streams to."""
-    if cfg.actor.journal:
-        return Path(cfg.actor.journal)
-    learner_key = hashlib.sha256((keys / "learner.key").read_bytes()).hexdigest()[:12]
-    return Path(os.environ.get("DOJO_JOURNAL_DIR", "journal")) / f"{cfg.actor.id}-{learner_key}.zarr"
-
-
 def run_actor(args: argparse.Namespace) -> int:
-    from dojo.robot.actor import Actor, ActorConfig
+    from dojo.launch.build import actor_config, journal_path, make_env, make_operator
+    from dojo.link import LinkClient, row_schema
+    from dojo.robot.actor import Actor
 
     run = Path(args.run) if args.run else None
-    cfg = train_config(args.overrides, run)
-    keys = Path(args.keys) if args.keys else (run / "keys" if run else None)
+    cfg = train_config(args.overrides, run, robot=args.robot)
+    keys = Path(args.keys) if args.keys else (run / runs.KEYS if run else None)
     if keys is None:
-        raise ValueError("give --keys DIR (this actor's key pair and learner.key) or --run RUN")
+        raise ConfigError("give --keys DIR (this actor's key pair and learner.key) or --run RUN")
     if not (keys / "learner.key").is_file():
         raise FileNotFoundError(f"{keys / 'learner.key'} not found: copy the learner's RUN/keys/learner.key and "
                                 f"this actor's {cfg.actor.id}.key_secret into {keys}")
-    _setup_logging()
-    env = make_sim_env(cfg)
-    env.teleop = make_operator_from_config(cfg, env)
-    actor = Actor(env, journal_path(cfg, keys), args.learner, keys, ActorConfig(
-        actor_id=cfg.actor.id, random_steps=cfg.actor.random_steps, max_lead_steps=cfg.actor.max_lead_steps,
-        updates_per_step=cfg.learner.updates_per_step, realtime=cfg.env.realtime, seed=cfg.seed))
+    address = args.learner
+    if address is None:
+        info = runs.read_link_info(run) if run else {}
+        if not info:
+            raise ConfigError("no learner address: give --learner HOST:PORT, or --run RUN of a learner running on "
+                              "this machine (RUN/link.json appears once it listens)")
+        address = f"{info['host']}:{info['port']}"
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    setup_logging()
+    env = make_env(cfg)
+    env.unwrapped.teleop = make_operator(cfg, env)
+    schema = row_schema({k: (s.shape, s.dtype) for k, s in env.observation_space.spaces.items()},
+                        env.action_space.shape[0])
+    journal = open_journal(journal_path(cfg, keys))
+    actor = Actor(env, journal, actor_config(cfg),
+                  client=LinkClient(journal, address, keys, actor=cfg.actor.id, schema=schema))
     signal.signal(signal.SIGTERM, lambda *_: actor.stop_event.set())
+    drain_s = 0.0  # refused, or gave up on its learner: what is unacknowledged waits in the journal
     try:
         result = actor.run(max_steps=args.steps)
+        drain_s = 30.0
     except KeyboardInterrupt:
-        result = {"steps": actor.steps, "episodes": actor.episodes, "interrupted": True}
-    env.close()
+        result, drain_s = {**actor.summary(), "interrupted": True}, 30.0
+    finally:
+        actor.close(drain_s)
+        env.close()
     print(json.dumps(result), flush=True)
     return 0
 
 
-def make_operator_from_config(cfg, env):
-    """The person (or the twin's simulated operator) who may take over from the policy, or None."""
-    kind = cfg.intervention.operator
-    if kind == "none":
-        return None
-    from dojo.robot.teleop import make_teleop
+def open_journal(path: Path, wait_s: float = 60.0):
+    """The actor's journal; a restarted actor waits for its predecessor (still draining) to let go of it."""
+    from dojo.link import StoreJournal
+    from dojo.replay.store import StoreError
 
-    if kind == "sim":
-        return make_teleop("sim-operator", env=env, mode="intervening", rule=cfg.intervention.rule,
-                           skill=cfg.intervention.skill, noise_std=cfg.intervention.noise_std,
-                           takeover_steps=cfg.intervention.takeover_steps,
-                           aim_offset_m=tuple(cfg.intervention.aim_offset_m), seed=cfg.seed)
-    return make_teleop(kind)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return StoreJournal(path)
+        except StoreError as err:
+            if "already open by another writer" not in str(err) or time.monotonic() > deadline:
+                raise
+            logging.getLogger("dojo.actor").warning("waiting for journal %s: another process of this actor still "
+                                                    "holds it", path)
+            time.sleep(1.0)
 
 
 # --- train ----------------------------------------------------------------------------------------------
@@ -192,60 +209,41 @@ def free_port(host: str) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from dojo.launch.build import check_learner_inputs, run_spaces
+    from dojo.learners.report import plot_learning_curve
+    from dojo.link.fleet import run_fleet
 
     run = Path(args.run or f"runs/{args.sim}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (run / runs.CONFIG).exists():
+        saved = OmegaConf.load(run / runs.CONFIG).get("task")
+        if saved != args.sim:
+            raise ConfigError(f"run {run} practises {saved!r}; --sim {args.sim} does not fit it (resume it with "
+                              f"--sim {saved}, or choose another --run)")
     overrides = [f"task={args.sim}"] + list(args.overrides)
-    if not any(o.startswith("link.port=") for o in overrides):
+    if not any(o.startswith("link.port=") for o in overrides):  # a resumed run's old port may be taken now
         overrides.append(f"link.port={free_port('127.0.0.1')}")
-    if not any(o.startswith("actor.journal=") for o in overrides):
-        overrides.append(f"actor.journal={run / 'journal' / 'actor-0.zarr'}")
     cfg = train_config(overrides, run)
-    run.mkdir(parents=True, exist_ok=True)
+    obs_space, action_space = run_spaces(cfg)
+    check_learner_inputs(cfg, obs_space, action_space)
+    lock = runs.RunLock(run)  # a second train or learner on a live run stops here, before it touches anything
     started = time.monotonic()
-    if not cfg.demos.store and cfg.demos.episodes > 0:
-        demos = run / "demos.zarr"
-        _record_demos(cfg, demos)
-        cfg = train_config(overrides + [f"demos.store={demos}"], run)
-    OmegaConf.save(cfg, run / RUN_CONFIG)
-
-    cli = [sys.executable, "-m", "dojo.launch.cli"]
-    logs = {name: open(run / f"{name}.log", "ab") for name in ("learner", "actor")}
-    learner = subprocess.Popen(cli + ["learner", "--run", str(run)], stdout=logs["learner"], stderr=subprocess.STDOUT)
-    actor = None
-    bar = tqdm(total=int(cfg.learner.env_steps), desc=f"train {cfg.task}", unit="step", file=sys.stderr,
-               disable=not sys.stderr.isatty(), mininterval=1.0)
-    last = {}
     try:
-        _wait_for(lambda: (run / "keys" / "learner.key").exists() and (run / "policy.msgpack").exists(), learner, run,
-                  120)
-        actor = subprocess.Popen(cli + ["actor", "--learner", f"{cfg.link.host}:{cfg.link.port}", "--run", str(run)],
-                                 stdout=logs["actor"], stderr=subprocess.STDOUT)
-        while learner.poll() is None:
-            if actor.poll() not in (None, 0):
-                raise _exited("actor", actor.returncode, run)
-            last = _last_progress(run) or last
-            if last:
-                bar.n = min(last["env_steps"], bar.total)
-                bar.set_postfix(updates=last["updates"], success=last.get("success_rate"))
-                bar.refresh()
-            time.sleep(1.0)
-        if learner.returncode != 0:
-            raise _exited("learner", learner.returncode, run)
-        actor.wait(timeout=60)
+        if not cfg.demos.store and cfg.demos.episodes > 0:
+            demos = run / "demos.zarr"
+            _record_demos(cfg, demos)
+            cfg = train_config(overrides + [f"demos.store={demos}"], run)
+        OmegaConf.save(cfg, run / runs.CONFIG)
+        show, close = progress_display(int(cfg.learner.env_steps), f"train {cfg.task}", "step")
+        try:
+            run_fleet(run, ["learner", "--run", str(run)], lambda link, actor: actor_command(run, link, actor),
+                      list(cfg.learner.actors)[:cfg.actors.count], lock, backend=cfg.actors.backend,
+                      resources=dict(cfg.actors.resources), on_progress=show)
+        finally:
+            close()
     finally:
-        bar.close()
-        for proc in (actor, learner):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        for f in logs.values():
-            f.close()
-    last = _last_progress(run) or last
-    eval_success = evaluate(cfg, run, cfg.eval.episodes) if cfg.eval.episodes else None
+        lock.release()
+    last = (runs.read_progress(run) or [{}])[-1]
+    eval_success = evaluate_snapshot(cfg, run, cfg.eval.episodes) if cfg.eval.episodes else None
     plot_learning_curve(run, eval_success)
     print(json.dumps({"task": cfg.task, "run": str(run), "env_steps": last.get("env_steps"),
                       "updates": last.get("updates"), "train_success_rate": last.get("success_rate"),
@@ -254,7 +252,15 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def actor_command(run: Path, link: dict, actor: str) -> list[str]:
+    """`dojo actor` for one actor of a run on this machine (or on a Ray node that shares the run folder):
+    its own journal in RUN/journal."""
+    return ["actor", "--learner", f"{link['host']}:{link['port']}", "--run", str(run.resolve()), f"actor.id={actor}",
+            f"actor.journal={(run / 'journal' / f'{actor}.zarr').resolve()}"]
+
+
 def _record_demos(cfg, path: Path) -> None:
+    from dojo.launch.build import make_env
     from dojo.launch.cmd_record import record
     from dojo.replay.store import EpisodeWriter, open_store
     from dojo.sim.experts import make_expert
@@ -262,68 +268,22 @@ def _record_demos(cfg, path: Path) -> None:
     have = open_store(path).num_episodes if (path / "zarr.json").exists() else 0
     if have >= cfg.demos.episodes:
         return
-    env = make_sim_env(cfg)
-    with EpisodeWriter(path) as writer:
-        record(env, writer, cfg.demos.episodes - have, act=make_expert(env), seed=10_000 + have,
-               operator="scripted-expert")
-    env.close()
-
-
-def _exited(name: str, code: int, run: Path) -> RuntimeError:
-    """The error for a child process that died: its exit code and the last line of its log (the reason)."""
-    log = run / f"{name}.log"
-    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-    return RuntimeError(f"the {name} exited with code {code}: {lines[-1] if lines else '(empty log)'}; see {log}")
-
-
-def _wait_for(cond, proc, run: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if proc.poll() is not None:
-            raise _exited("learner", proc.returncode, run)
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the learner did not start within {timeout_s} s")
-        time.sleep(0.2)
-
-
-def _last_progress(run: Path) -> dict:
-    path = run / "progress.jsonl"
-    if not path.exists():
-        return {}
-    lines = path.read_text().strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
-
-
-def evaluate(cfg, run: Path, episodes: int, seed: int = 1_000_000) -> float:
-    """Success rate of the run's snapshot, acting deterministically on the twin, over seeded episodes."""
-    from dojo.learners.loop import evaluate_run
-
-    env = make_sim_env(cfg)
+    env = make_env(cfg)
     try:
-        return evaluate_run(str(run), env, episodes, seed=seed)["success_rate"]
+        with EpisodeWriter(path) as writer:
+            record(env.unwrapped, writer, cfg.demos.episodes - have, act=make_expert(env.unwrapped),
+                   seed=10_000 + have, operator="scripted-expert")
     finally:
         env.close()
 
 
-def plot_learning_curve(run: Path, eval_success: float | None) -> None:
-    import matplotlib
+def evaluate_snapshot(cfg, run: Path, episodes: int, seed: int = 1_000_000) -> float | None:
+    """Success rate of the run's snapshot, acting deterministically, over seeded episodes of its env."""
+    from dojo.launch.build import make_env
+    from dojo.policies.evaluation import evaluate_run
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines() if line.strip()]
-    records = [r for r in records if r.get("success_rate") is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, x, label in ((axes[0], "env_steps", "env steps"), (axes[1], "wall_s", "wall-clock s")):
-        ax.plot([r[x] for r in records], [r["success_rate"] for r in records], label="practice episodes (last 20)")
-        if eval_success is not None and records:
-            ax.scatter([records[-1][x]], [eval_success], color="red", zorder=3, label="final evaluation")
-        ax.set_xlabel(label)
-        ax.set_ylabel("success rate")
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right")
-    fig.suptitle(run.name)
-    fig.tight_layout()
-    fig.savefig(run / "learning_curve.png", dpi=100)
-    plt.close(fig)
+    env = make_env(cfg)
+    try:
+        return evaluate_run(run, env, episodes, seed=seed)["success_rate"]
+    finally:
+        env.close()

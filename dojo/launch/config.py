@@ -17,14 +17,18 @@ class ConfigError(ValueError):
     pass
 
 
-def load_config(name: str, overrides: Sequence[str] = (), open_sections: Sequence[str] = ()) -> DictConfig:
-    """Load configs/NAME.yaml (or a .yaml path, e.g. a run's saved config) with overrides. Keys under an `open_sections` prefix may be new (their
-    owner checks them, e.g. an agent's hyperparameters); every other key must exist already."""
+def load_config(name: str, overrides: Sequence[str] = (), open_sections: Sequence[str] = (),
+                replace: dict | None = None) -> DictConfig:
+    """Load configs/NAME.yaml (or a .yaml path, e.g. a run's saved config), set the `replace` keys to their
+    values (e.g. a station file as `robot`), then apply the overrides. Keys under an `open_sections` prefix may
+    be new (their owner checks them, e.g. an agent's hyperparameters); every other key must exist already."""
     path = Path(name) if str(name).endswith(".yaml") else CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
         raise ConfigError(f"no config named {name!r}; known configs: {known}")
     config = OmegaConf.load(path)
+    for key, value in (replace or {}).items():
+        OmegaConf.update(config, key, value, merge=False, force_add=True)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -70,3 +74,168 @@ def _leaf_keys(config: DictConfig, prefix: str = "") -> list[str]:
         full = f"{prefix}{k}"
         keys += _leaf_keys(v, full + ".") if isinstance(v, DictConfig) else [full]
     return keys
+
+
+# --- the checks of train.yaml's values (dojo learn / learner / actor / train) ------------------------------
+OPEN_SECTIONS = ("agent.sac", "agent.calql", "agent.iql", "agent.fql", "agent.bc", "env.kwargs", "robot",
+                 "actors.resources")
+ENV_KINDS = ("sim", "gym", "robot", "none")
+OBS_MODES = ("state", "pixels", "both")
+INTERVENTION_OPERATORS = ("none", "sim", "spacemouse", "gamepad", "keyboard")
+
+
+def actor_ids(count: int) -> list[str]:
+    return [f"actor-{i}" for i in range(count)]
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Every value's range, enum and id, before anything runs: raises ConfigError naming the key, the
+    value and what was expected. The agent's options and stores are checked where a learner is built."""
+    from dojo.link.keys import check_key_name
+    from dojo.rewards.interventions import INTERVENTION_MODES
+
+    _number(cfg, "seed", 0, integer=True)
+    _choice(cfg, "env.kind", ENV_KINDS)
+    if cfg.env.kind == "sim":
+        from dojo.sim.tasks import TASKS
+
+        _choice(cfg, "task", tuple(sorted(TASKS)))
+    elif cfg.env.kind == "gym":
+        _gym_id(cfg.env.id)
+    elif cfg.env.kind == "robot":
+        from dojo.robot.station import load_station
+
+        if not cfg.robot:
+            raise ConfigError("env.kind=robot needs a station: give --robot FILE (e.g. --robot twin)")
+        _wrap(lambda: load_station(station_with_reward(cfg)))
+    elif cfg.learner.env_steps > 0:
+        raise ConfigError(f"learner.env_steps={cfg.learner.env_steps} needs an env to act in: env.kind=sim or gym, "
+                          f"got env.kind=none")
+    _check_reward(cfg)
+    _choice(cfg, "env.obs_mode", OBS_MODES)
+    _number(cfg, "env.image_size", 8, integer=True)
+    _number(cfg, "env.control_hz", 0, strict=True)
+    _choice(cfg, "env.action_dim", (4, 7))
+    _number(cfg, "env.max_episode_steps", 1, integer=True)
+    if not cfg.env.success_key:
+        raise ConfigError("env.success_key must name the info key of success, got ''")
+    _number(cfg, "demos.episodes", 0, integer=True)
+    for key in ("learner.env_steps", "learner.offline_updates", "learner.start_after_steps", "learner.eval_every",
+                "actor.random_steps", "actor.max_lead_steps", "eval.episodes"):
+        _number(cfg, key, 0, integer=True)
+    for key in ("learner.n_step", "learner.snapshot_every_updates", "learner.eval_episodes",
+                "intervention.takeover_steps"):
+        _number(cfg, key, 1, integer=True)
+    _number(cfg, "learner.capacity_steps", 1000, integer=True)
+    for key in ("learner.updates_per_step", "learner.checkpoint_every_s", "learner.log_every_s", "actor.give_up_s"):
+        _number(cfg, key, 0, strict=True)
+    if cfg.learner.demo_ratio is not None:
+        _number(cfg, "learner.demo_ratio", 0, 1)
+    _choice(cfg, "learner.normalize", ("none", "demos"))
+    if not (cfg.learner.devices == "all" or str(cfg.learner.devices).isdigit() and int(cfg.learner.devices) >= 1):
+        raise ConfigError(f"learner.devices must be 'all' or a number >= 1, got {cfg.learner.devices!r}")
+    _number(cfg, "actors.count", 1, integer=True)
+    _choice(cfg, "actors.backend", ("local", "ray"))
+    actors = list(cfg.learner.actors)
+    if not actors or len(set(actors)) != len(actors):
+        raise ConfigError(f"learner.actors must be a non-empty list of distinct actor ids, got {actors}")
+    if len(actors) < cfg.actors.count:
+        raise ConfigError(f"actors.count={cfg.actors.count} needs as many learner.actors, got {actors}")
+    for name in actors + [cfg.actor.id]:
+        _wrap(lambda: check_key_name(name, "an actor id"))
+    _choice(cfg, "intervention.mode", INTERVENTION_MODES)
+    _choice(cfg, "intervention.operator", INTERVENTION_OPERATORS)
+    _choice(cfg, "intervention.rule", ("deviation", "value"))
+    _number(cfg, "intervention.skill", 0, 1)
+    _number(cfg, "intervention.noise_std", 0)
+    offset = cfg.intervention.aim_offset_m
+    if not (isinstance(offset, ListConfig) and len(offset) == 3 and all(_finite(v) for v in offset)):
+        raise ConfigError(f"intervention.aim_offset_m must be 3 finite numbers (x, y, z in m), got {offset}")
+    if not (isinstance(cfg.link.host, str) and cfg.link.host):
+        raise ConfigError(f"link.host must be a host name or address, got {cfg.link.host!r}")
+    _number(cfg, "link.port", 1, 65535, integer=True)
+    _choice(cfg, "actor.without_learner", ("auto", "act", "hold"))
+
+
+def station_with_reward(cfg: DictConfig) -> dict:
+    """The station section as a plain dict, with reward.source / reward.model (when set) in place of its
+    robot.task.reward ones: one reward setting for `dojo train` and `dojo actor`, whatever the env."""
+    station = OmegaConf.to_container(cfg.robot, resolve=True)
+    if cfg.reward.source:
+        reward = station.setdefault("task", {}).setdefault("reward", {})
+        reward["source"] = cfg.reward.source
+        if cfg.reward.model:
+            reward["model"] = cfg.reward.model
+    return station
+
+
+def _check_reward(cfg: DictConfig) -> None:
+    """reward.source fits the env, and a model source names a model folder that loads (checked now, so a bad
+    folder or a hub id stops the run before any process starts)."""
+    from dojo.robot.station import REWARD_SOURCES
+    from dojo.robot.tasks import MODEL_KINDS, MODEL_SOURCES
+
+    source, model = cfg.reward.source, cfg.reward.model
+    if cfg.env.kind == "robot":
+        _choice(cfg, "reward.source", ("", *REWARD_SOURCES))
+    elif source:
+        if cfg.env.kind != "sim":
+            raise ConfigError(f"reward.source={source} needs env.kind=sim or robot, got env.kind={cfg.env.kind}")
+        _choice(cfg, "reward.source", ("", "sim", *MODEL_SOURCES))
+    if source in MODEL_SOURCES:
+        if not model:
+            raise ConfigError(f"reward.source={source} needs reward.model, the folder of a `dojo reward train` model")
+        from dojo.rewards.base import read_manifest
+
+        try:
+            manifest = read_manifest(model)
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"reward.model: {err}") from None
+        if manifest.kind not in MODEL_KINDS[source]:
+            raise ConfigError(f"reward.model {model} is a {manifest.kind} model; reward.source={source} expects "
+                              f"{' or '.join(MODEL_KINDS[source])}")
+    elif model:
+        raise ConfigError(f"reward.model is set but reward.source={source!r} reads no model; set "
+                          f"reward.source to one of {list(MODEL_SOURCES)}")
+
+
+def _wrap(check) -> None:
+    try:
+        check()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and abs(value) != float("inf")
+
+
+def _number(cfg: DictConfig, key: str, low: float, high: float | None = None, *, integer: bool = False,
+            strict: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = _finite(value) and (not integer or isinstance(value, int))
+    ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bound = f"> {low}" if strict else (f"in [{low}, {high}]" if high is not None else f">= {low}")
+        raise ConfigError(f"{key} must be {kind} {bound}, got {value!r}")
+
+
+def _choice(cfg: DictConfig, key: str, options: tuple) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in options:
+        raise ConfigError(f"{key} must be one of {list(options)}, got {value!r}")
+
+
+def _gym_id(env_id: str) -> None:
+    import gymnasium as gym
+
+    if not env_id:
+        raise ConfigError("env.kind=gym needs env.id, a gymnasium id such as Pendulum-v1")
+    if env_id.startswith("dojo/"):
+        import dojo.sim  # noqa: F401 (registers the dojo/* ids)
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise ConfigError(f"env.id {env_id!r} is not a registered gymnasium env ({err})") from None

@@ -1,1 +1,68 @@
-"""JAX agents, the learner process and checkpoints."""
+"""JAX agents (one file each), the one `Learner`, checkpoints, and the registry every command uses: the
+agent files by name and the named presets, each spelled once here.
+
+A preset is an agent file plus settings over its published defaults (`get_config()`); `agent.name` in a
+config, `--agent` on the command line and benchmarks all pick a preset, so a name means the same settings
+everywhere. Imported lazily: naming a preset does not import JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+AGENTS = {"sac": "dojo.learners.sac", "calql": "dojo.learners.calql", "iql": "dojo.learners.iql",
+          "fql": "dojo.learners.fql", "bc": "dojo.learners.bc"}
+
+# name -> (agent file, settings over its published defaults, what it is for)
+PRESETS = {
+    "rlpd": ("sac", {}, "RLPD's published settings: 10 LayerNorm critics, UTD 20, entropy backup"),
+    "serl": ("sac", {"num_qs": 2, "backup_entropy": False, "init_temperature": 0.01, "utd_ratio": 1,
+                     "bc_weight": 1.0},
+             "SERL's robot settings (2 critics, no entropy backup, temperature 0.01, UTD 1) plus a BC term on "
+             "demo rows: what learns the twin's sparse tasks fast on a CPU (benchmarks/results/README.md)"),
+    "sac": ("sac", {"num_qs": 2, "num_min_qs": 2, "critic_layer_norm": False, "utd_ratio": 1, "demo_ratio": 0.0},
+            "plain SAC (Haarnoja et al.): twin critics, no LayerNorm, one update per env step"),
+    "calql": ("calql", {}, "Cal-QL's published settings"),
+    "iql": ("iql", {}, "IQL's published locomotion settings"),
+    "iql-sparse": ("iql", {"reward_shift": -1.0, "expectile": 0.9, "awr_temperature": 10.0,
+                           "hidden_dims": (512, 512, 512, 512)},
+                   "IQL's antmaze settings for sparse 0/1 rewards with 4x512 networks: the offline start that "
+                   "WSRL fine-tunes (benchmarks/results/README.md)"),
+    "fql": ("fql", {}, "FQL's published settings"),
+    "bc": ("bc", {}, "behaviour cloning, OGBench's settings"),
+}
+
+
+def agent_module(name: str):
+    """The agent file `name` (sac, calql, iql, fql, bc)."""
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)}")
+    return importlib.import_module(AGENTS[name])
+
+
+def preset_agent(preset: str) -> str:
+    """The agent file a preset uses."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown agent {preset!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[preset][0]
+
+
+def agent_config(preset: str, overrides: dict | None = None):
+    """(agent module, its Config): the published defaults, the preset's settings, then `overrides`. Every
+    value is checked here (the Config checks itself), so a bad option stops before anything runs."""
+    module = agent_module(preset_agent(preset))
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(overrides or {}).items()}
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"agent {preset!r} ({module.Config().agent_name}) has no option(s) {unknown}; "
+                         f"it has {sorted(fields - {'agent_name'})}")
+    return module, module.get_config(**{**PRESETS[preset][1], **overrides})
+
+
+def make_agent(preset: str, obs_space, action_space, seed: int = 0, overrides: dict | None = None,
+               obs_stats: dict | None = None):
+    """A fresh agent from a preset and option overrides, for gymnasium spaces (or an ObsSpec/ActionScale)."""
+    module, config = agent_config(preset, overrides)
+    return module.create(seed, obs_space, action_space, config, obs_stats=obs_stats)

@@ -16,7 +16,9 @@ from dojo.policies.spaces import ActionScale, ObsAdapter, ObsSpec
 
 @dataclasses.dataclass(frozen=True)
 class EncoderFields:
-    """Image-observation options (ignored for state-only obs). Defaults follow DrQ."""
+    """Image-observation options (ignored for state-only obs). Defaults follow DrQ.
+
+    The base of every agent's Config: constructing one checks all its values (`check_config`)."""
 
     encoder_channels: tuple[int, ...] = (32, 32, 32, 32)
     encoder_strides: tuple[int, ...] = (2, 2, 2, 1)
@@ -24,6 +26,60 @@ class EncoderFields:
     aug_pad: int = 4  # DrQ random-shift padding in pixels; 0 turns augmentation off
     pretrained_encoder: str | None = None  # local file from networks.save_pretrained_trunk; frozen
     frame_stack: int = 1
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+# What the agents' option names promise, checked for every agent alike (so a new agent gets the checks too).
+_COUNTS = ("batch_size", "utd_ratio", "num_qs", "num_min_qs", "cql_n_actions", "flow_steps", "frame_stack",
+           "encoder_feature_dim")
+_INTERVALS = {"discount": (0.0, 1.0, "in (0, 1]"), "tau": (0.0, 1.0, "in (0, 1]"),
+              "demo_ratio": (None, 1.0, "in [0, 1]"), "expectile": (0.0, 0.999999, "in (0, 1)")}
+_NON_NEGATIVE = ("aug_pad", "bc_weight", "alpha", "cql_alpha", "awr_temperature")
+_POSITIVE = ("init_temperature", "cql_temp", "max_awr_weight")
+_CHOICES = {"q_agg": ("mean", "min")}
+
+
+def check_config(config) -> None:
+    """Raise ValueError naming the option, its value and what was expected, for the first bad value."""
+    name = getattr(config, "agent_name", type(config).__name__)
+    for field in dataclasses.fields(config):
+        key, value, default = field.name, getattr(config, field.name), field.default
+        where = f"{name} option {key}"
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, tuple):
+            ok = isinstance(value, tuple) and len(value) > 0 and all(_is_int(v) and v >= 1 for v in value)
+            expected = "a non-empty list of positive integers"
+        elif isinstance(default, int) and key not in _INTERVALS:
+            ok, expected = _is_int(value), "an integer"
+        elif isinstance(default, float) or key in _INTERVALS:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            expected = "a finite number"
+        elif isinstance(default, str) or default is None:
+            ok, expected = value is None or isinstance(value, (str, int, float)), "a value"
+        else:
+            ok, expected = True, ""
+        if ok and (key in _COUNTS and value < 1):
+            ok, expected = False, "an integer >= 1"
+        elif ok and key in _INTERVALS:
+            low, high, expected = _INTERVALS[key]
+            ok = (value >= 0 if low is None else value > low) and value <= high
+        elif ok and (key.endswith("lr") or key in _POSITIVE):
+            ok, expected = value > 0, "a number > 0"
+        elif ok and key in _NON_NEGATIVE:
+            ok, expected = value >= 0, "a number >= 0"
+        elif ok and key in _CHOICES:
+            ok, expected = value in _CHOICES[key], f"one of {_CHOICES[key]}"
+        if not ok:
+            raise ValueError(f"{where} must be {expected}, got {value!r}")
+    if getattr(config, "num_min_qs", 1) > getattr(config, "num_qs", 1):
+        raise ValueError(f"{name} option num_min_qs must be <= num_qs={config.num_qs}, got {config.num_min_qs}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def as_spec(obs_space) -> ObsSpec:

@@ -53,21 +53,6 @@ def get_config(**overrides) -> Config:
     return Config(**overrides)
 
 
-def get_serl_config(**overrides) -> Config:
-    """What learns the twin's sparse, terminate-on-success tasks fast on a CPU: SERL's robot settings (two
-    critics, no entropy backup, initial temperature 0.01, UTD 1) plus the demo BC term. Not RLPD's defaults;
-    see benchmarks/results/README.md."""
-    base = dict(num_qs=2, backup_entropy=False, init_temperature=0.01, utd_ratio=1, bc_weight=1.0)
-    return Config(**{**base, **overrides})
-
-
-def get_sac_config(**overrides) -> Config:
-    """Plain SAC (Haarnoja et al.): twin critics, no LayerNorm, one update per env step."""
-    base = dict(num_qs=2, num_min_qs=2, critic_layer_norm=False, utd_ratio=1, demo_ratio=0.0,
-                target_entropy=None)
-    return Config(**{**base, **overrides})
-
-
 @functools.lru_cache(maxsize=None)
 def _modules(config: Config, spec: ObsSpec, action_dim: int):
     encoder = common.make_encoder(config, spec)

@@ -136,23 +136,30 @@ def build_modules(kind: str, encoder_config: dict, actor_config: dict):
     return encoder, actor
 
 
+@functools.lru_cache(maxsize=16)
+def _forward(kind: str, encoder_config: tuple, actor_config: tuple):
+    """The jitted forward pass of one architecture, shared by every snapshot of it: an actor that swaps in a
+    new snapshot every few seconds compiles once, not at each swap."""
+    encoder, actor = build_modules(kind, dict(encoder_config), dict(actor_config))
+
+    @functools.partial(jax.jit, static_argnums=5)
+    def forward(params, mean, std, obs, rng, deterministic):
+        obs = nets.normalize_state(obs, mean, std)
+        return policy_apply(kind, encoder, actor, params, obs, rng, deterministic)
+    return forward
+
+
 class Policy:
     """Acts from a snapshot: canonical obs (one, or a batch) -> actions in the env's units."""
 
     def __init__(self, snapshot: Snapshot | str, seed: int = 0):
         self.snapshot = load_snapshot(snapshot) if isinstance(snapshot, str) else snapshot
         s = self.snapshot
-        encoder, actor = build_modules(s.kind, s.encoder_config, s.actor_config)
+        self._forward = _forward(s.kind, tuple(sorted(s.encoder_config.items())),
+                                 tuple(sorted(s.actor_config.items())))
         self._rng = jax.random.PRNGKey(seed)
         self._params = jax.tree_util.tree_map(jnp.asarray, s.params)
-        mean, std = jnp.asarray(s.state_mean), jnp.asarray(s.state_std)
-
-        @functools.partial(jax.jit, static_argnums=3)
-        def forward(params, obs, rng, deterministic):
-            obs = nets.normalize_state(obs, mean, std)
-            return policy_apply(s.kind, encoder, actor, params, obs, rng, deterministic)
-
-        self._forward = forward
+        self._mean, self._std = jnp.asarray(s.state_mean), jnp.asarray(s.state_std)
 
     @property
     def action_scale(self) -> ActionScale:
@@ -171,7 +178,7 @@ class Policy:
             raise ValueError(f"obs['state'] has {batch[STATE_KEY].shape[-1]} dims, the snapshot expects "
                              f"{spec.state_dim}")
         self._rng, key = jax.random.split(self._rng)
-        action = np.asarray(self._forward(self._params, batch, key, bool(deterministic)))
+        action = np.asarray(self._forward(self._params, self._mean, self._std, batch, key, bool(deterministic)))
         return action[0] if single else action
 
     def __call__(self, obs: dict, deterministic: bool = True) -> np.ndarray:

@@ -108,3 +108,39 @@ class ActionScale:
     def to_norm(self, action_env: np.ndarray) -> np.ndarray:
         low, high = np.asarray(self.low, np.float32), np.asarray(self.high, np.float32)
         return np.clip(2.0 * (np.asarray(action_env, np.float32) - low) / (high - low) - 1.0, -1.0, 1.0)
+
+
+class CanonicalEnv(gym.Wrapper):
+    """Any gymnasium env as dojo's actors, learners and evaluations see it: canonical obs dicts, actions in
+    [-1, 1]^A, and in `info`: "success" from the env's own success key (gym-hil says "succeed",
+    gymnasium-robotics "is_success"; absent when the env has none), "executed_action" (what was sent, unless
+    the env reports its own, e.g. an operator's) and "intervened"."""
+
+    def __init__(self, env: gym.Env, success_key: str = "success"):
+        super().__init__(env)
+        self.adapter = ObsAdapter(env.observation_space)
+        self.scale = ActionScale.from_space(env.action_space)
+        self.success_key = success_key
+        spec = self.adapter.spec
+        spaces = {STATE_KEY: gym.spaces.Box(-np.inf, np.inf, (spec.state_dim,), np.float32)}
+        spaces.update({k: gym.spaces.Box(0, 255, shape, np.uint8) for k, shape in spec.cameras})
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.scale.dim,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self.adapter(obs), self._info(info)
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, np.float32).reshape(-1), -1.0, 1.0)
+        obs, reward, terminated, truncated, info = self.env.step(self.scale.to_env(action))
+        return self.adapter(obs), reward, terminated, truncated, self._info(info, action)
+
+    def _info(self, info: dict, action: np.ndarray | None = None) -> dict:
+        info = dict(info)
+        if self.success_key in info:
+            info["success"] = bool(info[self.success_key])
+        info.setdefault("intervened", False)
+        if action is not None:
+            info.setdefault("executed_action", action)
+        return info

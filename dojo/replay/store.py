@@ -47,10 +47,11 @@ META_DTYPES = {
     "robot": str,
     "calibration_id": str,
     "reset_seed": np.int64,  # the seed the env was reset with; -1 when unknown
+    "reward_source": str,  # what produced the stored rewards: "" (the recording env), or "<kind>:<model id>"
 }
 # Fields added after the first stores were written: a store without the array reads as these values,
 # and the next writer to open it adds the array.
-META_DEFAULTS = {"reset_seed": -1}
+META_DEFAULTS = {"reset_seed": -1, "reward_source": ""}
 META_STRINGS = tuple(k for k, v in META_DTYPES.items() if v is str)
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CHUNK_TARGET_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: few files, cheap partial rewrites
@@ -82,6 +83,7 @@ class EpisodeInfo:
     calibration_id: str = ""
     start_time_s: float = 0.0
     reset_seed: int = -1  # the seed the environment was reset with; -1 when unknown
+    reward_source: str = ""  # "" = the recording env's reward; "<kind>:<model id>" after `dojo replay relabel`
 
     @property
     def num_steps(self) -> int:
@@ -759,9 +761,11 @@ class EpisodeWriter:
         calibration_id: str = "",
         start_time_s: float | None = None,
         reset_seed: int = -1,
+        reward_source: str = "",
     ) -> None:
         """Open an episode; `reset_seed` is the seed the env was reset with (-1: unknown), which lets
-        `dojo replay play` reset the twin to the same initial state."""
+        `dojo replay play` reset the twin to the same initial state. `reward_source` names what produces
+        its rewards ("" for the env's own, "<kind>:<model id>" for a reward model)."""
         self._check_open()
         if self._open is not None:
             raise RuntimeError("begin_episode called while an episode is open: end or discard it first")
@@ -774,7 +778,7 @@ class EpisodeWriter:
             "start_row": self.num_rows, "source": source, "task": str(task), "instruction": str(instruction),
             "operator": str(operator), "robot": str(robot), "calibration_id": str(calibration_id),
             "start_time_s": time.time() if start_time_s is None else float(start_time_s),
-            "reset_seed": int(reset_seed),
+            "reset_seed": int(reset_seed), "reward_source": str(reward_source),
         }
         self._ep_reward, self._ep_terminal, self._ended = [], [], False
 
@@ -1016,14 +1020,36 @@ class EpisodeWriter:
 # Post-processing
 
 
+def append_episodes(source: str | os.PathLike, writer: EpisodeWriter) -> int:
+    """Copy the finished episodes of the store at `source` to the end of `writer`'s store, with their
+    metadata (e.g. to gather a fleet's stores into one). Returns the episodes copied."""
+    reader = StoreReader(source)
+    fields = ("source", "task", "instruction", "operator", "robot", "calibration_id", "start_time_s", "reset_seed",
+              "reward_source")
+    copied = 0
+    for i in range(reader.num_episodes):
+        ep = reader.episode(i)
+        if not ep.info.finished:
+            continue
+        writer.begin_episode(**{f: getattr(ep.info, f) for f in fields})
+        for t in range(ep.info.num_steps):
+            writer.add_step({k: v[t] for k, v in ep.obs.items()}, ep.action[t], ep.reward[t], ep.terminal[t],
+                            ep.truncated[t], bool(ep.intervened[t]))
+        writer.end_episode({k: v[-1] for k, v in ep.obs.items()}, success=ep.info.success)
+        copied += 1
+    return copied
+
+
 def relabel_rewards(
     path: str | os.PathLike,
     reward_fn: Callable[[Episode], np.ndarray],
     *,
     episodes: range | list[int] | None = None,
+    reward_source: str | None = None,
 ) -> int:
     """Replace the rewards of closed episodes with `reward_fn(episode)` (shape (num_steps,)) and
-    recompute their mc_return. Takes the writer lock. Each chunk is replaced atomically but the
+    recompute their mc_return; with `reward_source`, record it in those episodes' metadata (observations
+    are never rewritten). Takes the writer lock. Each chunk is replaced atomically but the
     whole relabelling is not: after a crash, run it again (use a reward_fn that does not read
     the old rewards, so a rerun gives the same result). Returns the number of steps relabelled."""
     writer = EpisodeWriter(path)
@@ -1048,6 +1074,9 @@ def relabel_rewards(
                 mc[-1] = 0.0
             writer._write_rows(writer._data["reward"], lo, reward, resize=False)
             writer._write_rows(writer._data["mc_return"], lo, mc, resize=False)
+            if reward_source is not None:
+                writer._write_rows(writer._meta["reward_source"], i, np.array([reward_source], dtype=object),
+                                   resize=False)
             relabelled += reward.size
         writer._sequence += 1
         writer._write_commit(open_episode=None)

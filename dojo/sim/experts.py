@@ -17,10 +17,16 @@ from dojo.sim.tasks import PegInsert, PickCube, Reach
 OPEN, CLOSED = 1.0, -1.0
 
 
+def twin_task(env):
+    """The twin task behind an env: its own, or the scene of a station's task (dojo.robot.tasks.StationTask)."""
+    task = getattr(env, "unwrapped", env).task
+    return getattr(task, "scene", None) or task
+
+
 class Expert:
     def __init__(self, env: RobotEnv, aim_offset_m=(0.0, 0.0, 0.0)) -> None:
         env = getattr(env, "unwrapped", env)
-        self.env, self.task, self.arm = env, env.task, env.arm
+        self.env, self.task, self.arm = env, twin_task(env), env.arm
         try:
             offset = np.asarray(aim_offset_m, dtype=np.float64)
             valid = offset.shape == (3,) and bool(np.all(np.isfinite(offset)))
@@ -104,7 +110,7 @@ EXPERTS = {Reach.name: ReachExpert, PickCube.name: PickCubeExpert, PegInsert.nam
 
 def make_expert(env, aim_offset_m=(0.0, 0.0, 0.0)) -> Expert:
     """The scripted expert for `env`'s task (a twin env, possibly gymnasium-wrapped), aiming `aim_offset_m` off."""
-    name = getattr(env, "unwrapped", env).task.name
+    name = twin_task(env).name
     if name not in EXPERTS:
         raise ValueError(f"no scripted expert for task {name!r}; expected one of {sorted(EXPERTS)}")
     return EXPERTS[name](env, aim_offset_m)

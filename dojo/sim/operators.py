@@ -23,7 +23,7 @@ import numpy as np
 
 from dojo.robot.env import RobotEnv
 from dojo.robot.interfaces import Teleop, TeleopCommand
-from dojo.sim.experts import make_expert
+from dojo.sim.experts import make_expert, twin_task
 
 RULES = ("deviation", "value")
 BUTTONS = ("success", "fail", "rerecord", "discard", "estop")
@@ -41,8 +41,8 @@ def action_to_command(env: RobotEnv, action: np.ndarray, intervene: bool = True)
 
 def oracle_progress(env: RobotEnv) -> float:
     """A privileged state value in [0, 1]: the task's shaped progress, 1 once it has succeeded."""
-    state = env.arm.state()
-    return 1.0 if env.task.success(state) else float(env.task.dense(state))
+    state, task = env.arm.state(), twin_task(env)
+    return 1.0 if task.success(state) else float(task.dense(state))
 
 
 class ScriptedOperator(Teleop):

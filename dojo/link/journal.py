@@ -1,4 +1,5 @@
-"""Store rows as link steps: the actor's durable journal and the learner's per-actor copy of it.
+"""Where steps wait for the link: the actor's journal (durable, a local store) and the learner's per-actor
+store that the link fills. Store rows travel as link steps.
 
 One link step is one store row, so a step's sequence number is its row index + 1 in both the actor's
 journal and the learner's store, and both stores are built from the same steps by the same
@@ -15,15 +16,74 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 import numpy as np
 
+from dojo.link.wire import Step, make_schema
 from dojo.replay.store import SOURCES, EpisodeWriter, StoreReader
 from dojo.threads import join_thread
 
 META_FIELDS = ("source", "task", "instruction", "operator", "robot", "calibration_id", "start_time_s",
                "reset_seed")
 _READ_BLOCK_ROWS = 64
+
+
+class Journal(Protocol):
+    """Where an actor keeps the steps it produced until the learner has stored them.
+
+    Sequence numbers start at 1 and increase by 1. All methods must be thread-safe: the control loop
+    appends while the link's thread reads and acknowledges. The durable Zarr journal implements this too.
+    """
+
+    def last_seq(self) -> int:
+        """The highest sequence number written (0 when empty)."""
+
+    def unacked(self, after_seq: int) -> Iterator[tuple[int, Step]]:
+        """Steps with seq > after_seq, in order (from the oldest one still kept)."""
+
+    def ack(self, seq: int) -> None:
+        """The learner has durably stored every step <= seq; the journal may release them."""
+
+
+class MemoryJournal:
+    """An in-memory `Journal`: steps are kept until acknowledged, so it grows while the learner is away."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._steps: dict[int, Step] = {}
+        self._first = 1  # oldest seq still kept
+        self._last = 0
+
+    def append(self, step: Step) -> int:
+        """Add a step (do not mutate its arrays afterwards: they may still be in flight) and return its seq."""
+        with self._lock:
+            self._last += 1
+            self._steps[self._last] = step
+            return self._last
+
+    def last_seq(self) -> int:
+        return self._last
+
+    def unacked(self, after_seq: int) -> Iterator[tuple[int, Step]]:
+        seq = max(after_seq + 1, self._first)
+        while True:
+            with self._lock:
+                step = self._steps.get(seq)
+            if step is None:
+                return
+            yield seq, step
+            seq += 1
+
+    def ack(self, seq: int) -> None:
+        with self._lock:
+            while self._first <= min(seq, self._last):
+                del self._steps[self._first]
+                self._first += 1
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._steps)
 
 
 def row_step(obs: Mapping[str, np.ndarray], action, reward: float, terminal: bool, truncated: bool,
@@ -36,6 +96,12 @@ def row_step(obs: Mapping[str, np.ndarray], action, reward: float, terminal: boo
     if final:
         step["success"] = bool(success)
     return step
+
+
+def row_schema(obs_spec: Mapping[str, tuple], action_dim: int) -> dict:
+    """The link schema of `row_step`s: {"obs/<key>": (shape, dtype), "action": ((action_dim,), float32)} for
+    an observation spec {key: (shape, dtype)}."""
+    return make_schema({**{f"obs/{k}": v for k, v in obs_spec.items()}, "action": ((int(action_dim),), np.float32)})
 
 
 def apply_step(writer: EpisodeWriter, step: Mapping) -> None:

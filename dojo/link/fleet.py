@@ -1,0 +1,242 @@
+"""A learner and its actors as processes of one command (`dojo train`, or `dojo learner` with a Ray fleet):
+start the learner, wait until it listens, then start the actors, each as a local process or as a Ray actor;
+watch them; report a process that dies with the last line of its log; stop them all when done, also when
+the command itself is killed.
+
+Ray actors are restarted when their process dies and resume from their journals, so a fleet loses no step.
+A local Ray instance keeps its auth token in the run folder (RUN/ray_auth_token): Ray 2.60 enables token
+authentication and, left alone, writes a token into the home folder. With RAY_ADDRESS set, the fleet joins
+that cluster with the cluster's token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, as Ray documents).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dojo import runs
+from dojo.errors import DojoError
+
+CLI = [sys.executable, "-m", "dojo.launch.cli"]
+BACKENDS = ("local", "ray")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux), so a killed `dojo train` (or Ray
+    worker) leaves no learner or actor behind; each then checkpoints or drains and exits."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Child:
+    """A dojo command as a local process, its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path, **popen) -> None:
+        self.name, self.log_path = name, log_path
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(CLI + args, stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent, **popen)
+
+    def failure(self) -> DojoError | None:
+        """The error to report if this process has exited badly: how, and its log's last line."""
+        return exit_error(self.name, self.proc.poll(), self.log_path)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def exit_error(name: str, code: int | None, log_path: Path) -> DojoError | None:
+    if code in (None, 0):
+        return None
+    if code < 0:
+        return DojoError(f"the {name} was killed by {signal.Signals(-code).name}; see {log_path}")
+    lines = log_path.read_text(errors="replace").strip().splitlines() if log_path.exists() else []
+    return DojoError(f"the {name} exited with code {code}: {lines[-1] if lines else '(empty log)'}; see {log_path}")
+
+
+# --- Ray -------------------------------------------------------------------------------------------------
+def init_ray(run: Path, num_cpus: int | None = None):
+    """Ray, started locally (its token in the run folder) or joined at RAY_ADDRESS. Clear errors, no hang."""
+    if "ray" not in sys.modules and not os.environ.get("RAY_ADDRESS"):
+        token = Path(run) / "ray_auth_token"
+        if not token.exists():
+            old = os.umask(0o077)
+            try:
+                token.write_text(secrets.token_hex(32))
+            finally:
+                os.umask(old)
+        # Read when ray is imported: set before, so the local instance and its workers share this token.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(token.resolve()))
+    try:
+        import ray
+    except ImportError:
+        raise DojoError("actors.backend=ray needs Ray: pip install 'dojo-robot[ray]'") from None
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        try:
+            ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                     log_to_driver=False, logging_level="WARNING")
+        except Exception as err:  # AuthenticationError, ConnectionError, ...: one line
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise DojoError(f"could not start or join {where}: {type(err).__name__}: {str(err).splitlines()[0]} "
+                            "(with RAY_ADDRESS, give the cluster's token as RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)") \
+                from None
+    return ray
+
+
+def _ray_actor_class(ray):
+    @ray.remote(max_restarts=-1, max_task_retries=-1)
+    class ActorProcess:
+        """A dojo actor process on whichever Ray node has the resources it asks for. A process that is killed is
+        started again (up to `restarts` times); if this Ray worker itself dies, Ray restarts it and retries
+        `run`. Either way the actor resumes from its journal."""
+
+        def run(self, args: list[str], log_path: str, cwd: str, restarts: int = 10) -> int:
+            for _ in range(restarts + 1):
+                with open(log_path, "ab") as log:
+                    code = subprocess.call(CLI + args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                           preexec_fn=_die_with_parent)
+                if code >= 0 or code == -signal.SIGTERM:  # finished, failed with a reason, or stopped
+                    return code
+                with open(log_path, "a") as log:  # killed: start it again; it resumes from its journal
+                    log.write(f"dojo fleet: the actor process was killed by signal {-code}; starting it again\n")
+            return code
+
+        def pid(self) -> int:
+            return os.getpid()
+    return ActorProcess
+
+
+class RayActor:
+    """A dojo actor run by a Ray actor (see ActorProcess)."""
+
+    def __init__(self, ray, cls, name: str, args: list[str], log_path: Path, resources: dict) -> None:
+        self.ray, self.name, self.log_path = ray, name, log_path
+        self.handle = cls.options(name=None, resources=dict(resources), num_cpus=1).remote()
+        self.future = self.handle.run.remote(args, str(log_path), os.getcwd())
+
+    def failure(self) -> DojoError | None:
+        ready, _ = self.ray.wait([self.future], timeout=0)
+        if not ready:
+            return None
+        try:
+            return exit_error(self.name, self.ray.get(self.future), self.log_path)
+        except Exception as err:
+            return DojoError(f"the {self.name} failed under Ray: {str(err).splitlines()[0]}; see {self.log_path}")
+
+    def done(self) -> bool:
+        return bool(self.ray.wait([self.future], timeout=0)[0])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.ray.kill(self.handle, no_restart=True)
+
+
+def start_actors(run: Path, commands: list[list[str]], actor_ids: list[str], backend: str, resources: dict) -> list:
+    """One dojo actor per command: a local process, or a Ray actor needing one CPU and `resources` (a robot's
+    custom resource pins its actor to that robot's node). Logs in RUN/<actor>.log."""
+    if backend != "ray":
+        return [Child(f"actor {a}", command, run / f"{a}.log") for a, command in zip(actor_ids, commands)]
+    ray = init_ray(run)
+    cls = _ray_actor_class(ray)
+    return [RayActor(ray, cls, f"actor {a}", command, run / f"{a}.log", resources)
+            for a, command in zip(actor_ids, commands)]
+
+
+def run_commands(folder: Path, commands: list[list[str]], names: list[str], backend: str,
+                 resources: dict | None = None) -> None:
+    """Run dojo commands to completion side by side (local processes, or Ray tasks needing one CPU and
+    `resources` each), their logs in FOLDER/<name>.log; a local Ray keeps its token in `folder`. Raises
+    DojoError naming the first that failed."""
+    logs = [folder / f"{name}.log" for name in names]
+    if backend != "ray":
+        children = [Child(name, command, log) for name, command, log in zip(names, commands, logs)]
+        try:
+            for child in children:
+                child.proc.wait()
+        finally:
+            for child in children:
+                child.stop()
+        codes = [child.proc.returncode for child in children]
+    else:
+        ray = init_ray(folder)
+
+        @ray.remote(num_cpus=1)
+        def call(args: list[str], log_path: str, cwd: str) -> int:
+            with open(log_path, "ab") as log:
+                return subprocess.call(CLI + args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                       preexec_fn=_die_with_parent)
+        codes = ray.get([call.options(resources=dict(resources or {})).remote(c, str(log), os.getcwd())
+                         for c, log in zip(commands, logs)])
+    for name, code, log in zip(names, codes, logs):
+        failed = exit_error(name, code, log)
+        if failed:
+            raise failed
+
+
+# --- the fleet -------------------------------------------------------------------------------------------
+def run_fleet(run: Path, learner_args: list[str], actor_args: Callable[[dict, str], list[str]], actor_ids: list[str],
+              lock: runs.RunLock, backend: str = "local", resources: dict | None = None,
+              on_progress: Callable[[dict], None] | None = None, start_timeout_s: float = 300.0) -> None:
+    """Run the learner (which takes over `lock`) and, once it listens, one actor per id
+    (`actor_args(link_info, actor_id)`), until the learner finishes. Raises DojoError naming what failed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"actors.backend must be one of {list(BACKENDS)}, got {backend!r}")
+    learner = Child("learner", learner_args, run / "learner.log", pass_fds=(lock.fd,), env=lock.child_env())
+    actors: list = []
+    try:
+        wait_until_listening(run, learner, start_timeout_s)
+        link = runs.read_link_info(run)
+        actors = start_actors(run, [actor_args(link, a) for a in actor_ids], actor_ids, backend, resources or {})
+        shown = None
+        while learner.proc.poll() is None:
+            for actor in actors:
+                failed = actor.failure()
+                if failed:
+                    raise failed
+            rows = runs.read_progress(run) if on_progress is not None else []
+            if rows and rows[-1] != shown:
+                shown = rows[-1]
+                on_progress(shown)
+            time.sleep(1.0)
+        failed = learner.failure()
+        if failed:
+            raise failed
+        deadline = time.monotonic() + 60  # they heard "done" and drain their journals
+        while not all(a.done() if isinstance(a, RayActor) else a.proc.poll() is not None for a in actors):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for actor in actors:
+            failed = actor.failure()
+            if failed:
+                raise failed
+    finally:
+        for child in (*actors, learner):
+            child.stop()
+
+
+def wait_until_listening(run: Path, learner: Child, timeout_s: float) -> None:
+    """Until this learner's pid is in RUN/link.json (a crashed run's file names the dead one)."""
+    deadline = time.monotonic() + timeout_s
+    while runs.read_link_info(run).get("pid") != learner.proc.pid:
+        if learner.proc.poll() is not None:
+            raise learner.failure() or DojoError(f"the learner exited before it listened; see {learner.log_path}")
+        if time.monotonic() > deadline:
+            raise DojoError(f"the learner did not listen within {timeout_s:.0f} s; see {learner.log_path}")
+        time.sleep(0.2)
