@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from dojo.launch.cli import main
 from dojo.launch.cmd_record import record
@@ -82,3 +83,36 @@ def test_sigkill_during_recording_keeps_finished_episodes(tmp_path):
     # A new recording session appends after what survived.
     assert main(["record", "--sim", "pick_cube", "--episodes", "1", "--out", str(out), "--seed", "900"]) == 0
     assert verify_store(out).num_episodes >= seen + 1
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_fleet_of_recorders_gathers_every_episode_into_one_store(tmp_path, capsys, backend):
+    """`dojo record --workers 2`: two processes (or Ray tasks) record their shares from their own reset seeds;
+    the store gets every episode, each with its metadata and its steps as the worker recorded them."""
+    if backend == "ray":
+        pytest.importorskip("ray")
+    out = tmp_path / "fleet.zarr"
+    assert main(["record", "--sim", "reach", "--episodes", "5", "--workers", "2", "--backend", backend,
+                 "--seed", "7", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["episodes"] == 5 and summary["workers"] == 2
+    store = verify_store(out)
+    seeds = [ep.reset_seed for ep in store.episodes]
+    assert seeds == [7, 8, 9, 1_000_007, 1_000_008]  # worker 0 takes 3 episodes, worker 1 two
+    assert all(ep.operator == "scripted-expert" and ep.task == "reach" for ep in store.episodes)
+    assert not (tmp_path / "fleet.zarr.workers").exists()
+    # Worker 1's second episode, recorded alone from its seed, is the same episode.
+    assert main(["record", "--sim", "reach", "--episodes", "1", "--seed", "1000008", "--out",
+                 str(tmp_path / "one.zarr")]) == 0
+    one, last = open_store(tmp_path / "one.zarr").episode(0), store.episode(4)
+    np.testing.assert_array_equal(one.obs["state"], last.obs["state"])
+    np.testing.assert_array_equal(one.action, last.action)
+
+
+def test_a_fleet_refuses_a_teleop_device_and_a_bad_worker_count(tmp_path):
+    with pytest.raises(ValueError, match="--workers must be a positive number, got 0"):
+        main(["--debug", "record", "--sim", "reach", "--episodes", "2", "--workers", "0", "--out",
+              str(tmp_path / "a.zarr")])
+    assert main(["record", "--sim", "reach", "--episodes", "2", "--workers", "2", "--teleop", "keyboard", "--out",
+                 str(tmp_path / "b.zarr")]) != 0
+    assert not (tmp_path / "b.zarr").exists()

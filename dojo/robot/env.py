@@ -7,14 +7,17 @@ object features in obs_mode "state"/"both") and one uint8 HxWx3 image per camera
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import gymnasium as gym
 import numpy as np
 
 from dojo.robot import geometry
-from dojo.robot.interfaces import Arm, ArmState, Camera, Clock, Task, Teleop, TeleopCommand, WallClock
+from dojo.robot.interfaces import Arm, ArmState, Camera, Clock, DeviceError, Task, Teleop, TeleopCommand, WallClock
+from dojo.robot.pairing import state_at
 from dojo.robot.safety import SafetyConfig, SafetyLayer
+from dojo.robot.tasks import ScriptedReset
 
 OBS_MODES = ("state", "pixels", "both")
 PROPRIO_DIM = 14  # ee position (3), ee quaternion (4), ee twist (6), gripper width (1)
@@ -54,8 +57,17 @@ class RobotEnv(gym.Env):
 
     def __init__(self, arm: Arm, task: Task, safety: SafetyConfig, config: EnvConfig = EnvConfig(),
                  cameras: dict[str, Camera] | None = None, clock: Clock | None = None,
-                 teleop: Teleop | None = None, render_mode: str | None = None) -> None:
+                 teleop: Teleop | None = None, render_mode: str | None = None, reset=None,
+                 calibration=None) -> None:
+        """`reset(env, rng)` puts the scene and the arm into the next episode's start (dojo.robot.tasks);
+        by default the task's own reset and the arm at home. `calibration` (the station's, see
+        dojo.calibration.file) is recorded by id in every episode, and its motion-to-image latency of the
+        first camera pairs the observation's arm state with the instant that camera's frame shows."""
         self.arm, self.task, self.config = arm, task, config
+        self.reset_fn = reset or ScriptedReset()
+        self.calibration = calibration
+        self.calibration_id = calibration.id if calibration is not None else ""
+        self._states: collections.deque[ArmState] = collections.deque(maxlen=64)  # for pairing by time
         self.cameras = dict(cameras or {})
         self.clock = clock or WallClock()
         self.teleop = teleop
@@ -85,14 +97,14 @@ class RobotEnv(gym.Env):
         if self.estop.engaged:
             raise RuntimeError(f"e-stop is engaged ({self.estop.reason}); release it with env.estop.release() "
                                "once the robot is safe")
-        self.task.reset(self.np_random)
-        self.arm.reset_to(self.arm.home_q_rad)
+        self.reset_fn(self, self.np_random)
         state = self.arm.state()
         self._home_quat = geometry.quat_normalize(state.ee_quat_wxyz)
         self.safety.reference_quat_wxyz = self._home_quat
         self._steps = 0
-        status = self.task.status(state)
-        return self._observe(state), {"success": status.success, "intervened": False, "estop": False}
+        obs, ages = self._observe(state)
+        status = self.task.status(state, obs)
+        return obs, {"success": status.success, "intervened": False, "estop": False, "frame_ages_s": ages}
 
     def step(self, action):
         action = SafetyLayer.check_finite("action", action).reshape(-1)
@@ -109,26 +121,36 @@ class RobotEnv(gym.Env):
             action = self.teleop_to_action(teleop_cmd)
         action = np.clip(action, -1.0, 1.0)
 
-        if not self.estop.engaged:
+        try:
+            if not self.estop.engaged:
+                state = self.arm.state()
+                target_pos, target_quat = self._target(state, action)
+                safe_pos, safe_quat = self.safety.filter(state.ee_pos_m, state.ee_quat_wxyz, target_pos,
+                                                         target_quat)
+                gripper_width_m = (action[-1] + 1.0) / 2.0 * self.arm.max_gripper_width_m
+                self.arm.command(safe_pos, safe_quat, float(gripper_width_m))
+                self.clock.wait(self.period_s)
+            if self.estop.engaged:
+                self.arm.stop()
+            self._steps += 1
             state = self.arm.state()
-            target_pos, target_quat = self._target(state, action)
-            safe_pos, safe_quat = self.safety.filter(state.ee_pos_m, state.ee_quat_wxyz, target_pos, target_quat)
-            gripper_width_m = (action[-1] + 1.0) / 2.0 * self.arm.max_gripper_width_m
-            self.arm.command(safe_pos, safe_quat, float(gripper_width_m))
-            self.clock.wait(self.period_s)
-        if self.estop.engaged:
-            self.arm.stop()
-        self._steps += 1
-
-        state = self.arm.state()
-        status = self.task.status(state)
+            obs, ages = self._observe(state)
+        except DeviceError:
+            self.hold()  # a device stopped working: the arm holds where it is, the episode stops
+            raise
+        status = self.task.status(state, obs, teleop_cmd)
         terminated = bool(status.success and self.config.terminate_on_success)
-        truncated = self._steps >= self.config.max_episode_steps or self.estop.engaged
+        truncated = self._steps >= self.config.max_episode_steps or self.estop.engaged or status.ended
         info = {"success": status.success, "intervened": intervened, "estop": self.estop.engaged,
-                "executed_action": action.astype(np.float32)}
+                "executed_action": action.astype(np.float32), "frame_ages_s": ages}
         if intervened:
             info["teleop_action"] = action.astype(np.float32)
-        return self._observe(state), float(status.reward), terminated, bool(truncated), info
+        return obs, float(status.reward), terminated, bool(truncated), info
+
+    def hold(self) -> None:
+        """Keep the arm where it is (the controller holds the current pose): what an actor does while it has
+        no policy to act with."""
+        self.arm.stop()
 
     def render(self):
         if not self.cameras:
@@ -165,12 +187,30 @@ class RobotEnv(gym.Env):
             return target_pos, self._home_quat
         return target_pos, geometry.quat_mul(geometry.rotvec_to_quat(delta_rot), state.ee_quat_wxyz)
 
-    def _observe(self, state: ArmState) -> dict[str, np.ndarray]:
-        proprio = np.concatenate([state.ee_pos_m, geometry.quat_normalize(state.ee_quat_wxyz), state.ee_vel,
-                                  [state.gripper_width_m]])
-        parts = [proprio] + ([self.task.observation()] if self.config.obs_mode != "pixels" else [])
-        obs = {"state": np.concatenate(parts).astype(np.float32)}
+    def _observe(self, state: ArmState) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The observation, and each camera's frame age (capture to now, on the env's clock) in seconds."""
+        self._states.append(state)
+        obs, ages, shown = {}, {}, state
         if self.config.obs_mode != "state":
-            for name, camera in self.cameras.items():
-                obs[name] = camera.read().rgb
-        return obs
+            now = self.clock.now_s()
+            for i, (name, camera) in enumerate(self.cameras.items()):
+                frame = camera.read()
+                obs[name], ages[name] = frame.rgb, round(now - frame.timestamp_s, 4)
+                if i == 0:
+                    shown = self._state_shown_by(name, frame.timestamp_s, state)
+        proprio = np.concatenate([shown.ee_pos_m, geometry.quat_normalize(shown.ee_quat_wxyz), shown.ee_vel,
+                                  [shown.gripper_width_m]])
+        parts = [proprio] + ([self.task.observation()] if self.config.obs_mode != "pixels" else [])
+        obs["state"] = np.concatenate(parts).astype(np.float32)
+        return obs, ages
+
+    def _state_shown_by(self, camera: str, frame_time_s: float, latest: ArmState) -> ArmState:
+        """The arm state at the instant `camera`'s frame shows, with the calibrated motion-to-image latency;
+        the latest state without one, or when the states read so far do not reach back that far."""
+        latency_s = self.calibration.motion_to_image_s(camera) if self.calibration is not None else None
+        if latency_s is None:
+            return latest
+        try:
+            return state_at(list(self._states), frame_time_s - latency_s, max_gap_s=self.period_s)
+        except ValueError:
+            return latest

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from dojo.errors import DojoError
+
 
 @dataclasses.dataclass(frozen=True)
 class ArmState:
@@ -30,12 +32,22 @@ class ArmState:
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
-    """One camera image. `rgb` is HxWx3 uint8; `depth_m` HxW float32 if the camera has depth."""
+    """One camera image. `rgb` is HxWx3 uint8; `depth_m` HxW float32 if the camera has depth.
+
+    `timestamp_s` is when the image was captured and `arrival_s` when the host had it, both on the clock
+    of the device's `Clock` (Unix seconds for real drivers: RealSense's global time and ROS 2 stamps share
+    it; simulated seconds in the twin), so frames pair with arm states by time."""
 
     rgb: np.ndarray
     timestamp_s: float
     intrinsics: np.ndarray | None = None  # 3x3 K matrix in pixels
     depth_m: np.ndarray | None = None
+    arrival_s: float | None = None
+
+
+class DeviceError(DojoError):
+    """A device stopped working mid-run (a camera that delivers no frames, an arm whose state went stale):
+    the episode stops with this message and the arm holds."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +69,7 @@ class TeleopCommand:
 class TaskStatus:
     reward: float
     success: bool
+    ended: bool = False  # the episode must end now without success (e.g. a person pressed fail)
 
 
 class Arm(abc.ABC):
@@ -122,7 +135,9 @@ class Task(abc.ABC):
         """Put the scene into a new initial state drawn from the task's reset distribution."""
 
     @abc.abstractmethod
-    def status(self, arm_state: ArmState) -> TaskStatus: ...
+    def status(self, arm_state: ArmState, obs: dict | None = None, teleop: TeleopCommand | None = None) -> TaskStatus:
+        """Reward and success after a step, from the arm's state, and where a task needs them the step's
+        observation (camera frames for a reward model) and the operator's command (success / fail keys)."""
 
     def observation(self) -> np.ndarray:
         return np.zeros(0, dtype=np.float32)
@@ -140,13 +155,14 @@ class Clock(abc.ABC):
 
 
 class WallClock(Clock):
-    """Fixed-rate pacing on the wall clock, without drift: boundaries are k * period from the start."""
+    """Fixed-rate pacing on the wall clock, without drift: boundaries are k * period from the start. Its time
+    is Unix seconds, the clock real devices stamp their data with; pacing uses the monotonic clock."""
 
     def __init__(self) -> None:
         self._next_s: float | None = None
 
     def now_s(self) -> float:
-        return time.monotonic()
+        return time.time()
 
     def wait(self, period_s: float) -> None:
         now = time.monotonic()

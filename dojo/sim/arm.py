@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import mujoco
 import numpy as np
@@ -64,6 +65,9 @@ class SimArm(Arm):
         self._ee_pos, self._ee_mat = d.site_xpos[world.ee_site], d.site_xmat[world.ee_site]
         self.target_pos_m = np.zeros(3)
         self.target_quat_wxyz = np.array([1.0, 0.0, 0.0, 0.0])
+        # Called at the start of every controller tick, before the torques: how twin devices that keep
+        # time with the physics (late commands, cameras capturing at their own rate) see each instant.
+        self.tick_hooks: list[Callable[[], None]] = []
 
     # --- Arm API --------------------------------------------------------------------------------
     def state(self) -> ArmState:
@@ -116,6 +120,8 @@ class SimArm(Arm):
             raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
         m, d = self.world.model, self.world.data
         for _ in range(max(1, round(duration_s / self.control_dt_s))):
+            for hook in self.tick_hooks:
+                hook()
             self._apply_torques()
             mujoco.mj_step(m, d, self.control_every)
         # mj_step leaves poses (xpos, site_xpos) from before its last integration; bring them up to

@@ -30,11 +30,12 @@ class SimCamera(Camera):
 
     @property
     def intrinsics(self) -> np.ndarray:
-        """Pinhole K matrix in pixels from the camera's vertical field of view."""
+        """Pinhole K matrix in pixels from the camera's vertical field of view, in OpenCV's convention (pixel
+        centres at integers: the image centre is at ((W - 1) / 2, (H - 1) / 2))."""
         height, width = self.shape
         fovy_rad = np.deg2rad(self.world.model.cam_fovy[self._camera_id])
         focal_px = 0.5 * height / np.tan(fovy_rad / 2)
-        return np.array([[focal_px, 0.0, width / 2], [0.0, focal_px, height / 2], [0.0, 0.0, 1.0]])
+        return np.array([[focal_px, 0.0, (width - 1) / 2], [0.0, focal_px, (height - 1) / 2], [0.0, 0.0, 1.0]])
 
     def read(self) -> Frame:
         self._renderer.update_scene(self.world.data, camera=self._camera_id)

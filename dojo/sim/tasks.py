@@ -30,7 +30,7 @@ class SimTask(Task):
     def __init__(self, world: SimWorld, dense_reward: bool = False) -> None:
         self.world, self.dense_reward = world, bool(dense_reward)
 
-    def status(self, arm_state: ArmState) -> TaskStatus:
+    def status(self, arm_state: ArmState, obs: dict | None = None, teleop=None) -> TaskStatus:
         success = self.success(arm_state)
         reward = 1.0 if success else (self.dense(arm_state) if self.dense_reward else 0.0)
         return TaskStatus(reward=float(reward), success=bool(success))
@@ -229,3 +229,7 @@ class PegInsert(SimTask):
 PegInsert.objects_xml = PegInsert._objects_xml()
 
 TASKS: dict[str, type[SimTask]] = {cls.name: cls for cls in (Reach, PickCube, PegInsert)}
+
+# The multi-task language scene (one task per instruction) registers itself in TASKS; imported last because it
+# builds on the classes above, and here so that every reader of TASKS sees its tasks.
+import dojo.sim.multitask  # noqa: E402,F401

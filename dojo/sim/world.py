@@ -168,8 +168,10 @@ class SimWorld:
     n_arm_joints = 7
 
     def __init__(self, objects_xml: str = "", image_size: tuple[int, int] = (128, 128),
-                 randomization: Randomization | None = None) -> None:
-        self.model = mujoco.MjModel.from_xml_string(build_xml(objects_xml, image_size))
+                 randomization: Randomization | None = None, model: mujoco.MjModel | None = None) -> None:
+        # `model`: a scene compiled elsewhere from build_xml's output (the calibration scene adds a board
+        # with an MjSpec); objects_xml and image_size are then already in it.
+        self.model = model if model is not None else mujoco.MjModel.from_xml_string(build_xml(objects_xml, image_size))
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.ee_site = m.site("ee").id

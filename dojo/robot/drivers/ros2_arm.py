@@ -1,136 +1,185 @@
-"""A ROS 2 arm behind `Arm`: topics to and from a Cartesian impedance controller (e.g. franka_ros2).
+"""A ROS 2 arm behind `Arm`: the target topic of a Cartesian impedance controller (e.g. on franka_ros2), its
+state topics, and a joint trajectory action for resets. Only the rclpy glue lives here; what the driver
+decides (options, conversions, staleness, target checks, the reset goal) is in ros2_logic, tested without ROS.
 
-rclpy is not on PyPI: install ROS 2 (Humble or Jazzy), `source /opt/ros/<distro>/setup.bash`, then run
-`dojo ... arm.driver=ros2`. Topic names come from the config; the controller itself runs in ROS 2 at
-its own rate (1 kHz on a Franka), so this driver only publishes targets and caches the latest state.
+rclpy is not on PyPI: install ROS 2 Jazzy, `source /opt/ros/jazzy/setup.bash`, and run dojo from a Python 3.12
+virtualenv (a distribution's rclpy is built for its own Python: Jazzy's 3.12, Humble's 3.10, older than dojo
+needs). The controller runs in ROS 2 at its own rate (1 kHz on a Franka); this driver caches the newest state
+and publishes targets at the control rate.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
-import numpy as np
-
+from dojo.robot import geometry
 from dojo.robot.drivers import require
-from dojo.robot.interfaces import Arm, ArmState
+from dojo.robot.drivers.ros2_logic import (Ros2ArmConfig, StateCache, checked_joint_target, checked_target,
+                                           config_from_station, fill_pose_stamped, fill_reset_goal,
+                                           fill_switch_request, reset_failure)
+from dojo.robot.interfaces import Arm, ArmState, DeviceError
 
-ROS2_HOW = "install ROS 2 (Humble/Jazzy) and `source /opt/ros/<distro>/setup.bash` before running dojo"
+ROS2_HOW = ("install ROS 2 Jazzy, `source /opt/ros/jazzy/setup.bash` and run dojo from a Python 3.12 virtualenv "
+            "(rclpy is built for its distribution's Python)")
+SERVICE_TIMEOUT_S = 5.0  # the reset action server and the controller manager must answer within this
+RESET_MARGIN_S = 10.0  # a reset may end this long after reset_duration_s (the controller's goal tolerance)
+CLOSE_TIMEOUT_S = 2.0
 
 
-@dataclasses.dataclass(frozen=True)
-class Ros2ArmConfig:
-    joint_names: tuple[str, ...]
-    home_q_rad: tuple[float, ...]
-    base_frame: str = "base"
-    joint_states_topic: str = "/joint_states"
-    ee_pose_topic: str = "/ee_pose"  # geometry_msgs/PoseStamped, base frame
-    ee_twist_topic: str = "/ee_twist"  # geometry_msgs/TwistStamped, base frame
-    wrench_topic: str = ""  # geometry_msgs/WrenchStamped at the flange; "" if the arm has none
-    target_pose_topic: str = "/cartesian_impedance_controller/target_pose"
-    gripper_topic: str = "/gripper/target_width"  # std_msgs/Float64, metres
-    gripper_width_topic: str = "/gripper/width"  # std_msgs/Float64, metres
-    reset_action: str = "/joint_trajectory_controller/follow_joint_trajectory"
-    max_gripper_width_m: float = 0.08
-    reset_duration_s: float = 4.0
-    state_timeout_s: float = 1.0
+def make_arm(station) -> Ros2Arm:
+    """The station's arm (dojo.robot.factory calls this). A bad station file says so before ROS is needed."""
+    return Ros2Arm(config_from_station(station))
 
 
 class Ros2Arm(Arm):
     def __init__(self, config: Ros2ArmConfig) -> None:
         rclpy = require("rclpy", "ros2", ROS2_HOW)
+        action = require("rclpy.action", "ros2", ROS2_HOW)
+        context = require("rclpy.context", "ros2", ROS2_HOW)
+        executors = require("rclpy.executors", "ros2", ROS2_HOW)
+        qos = require("rclpy.qos", "ros2", ROS2_HOW)
+        signals = require("rclpy.signals", "ros2", ROS2_HOW)
         geometry_msgs = require("geometry_msgs.msg", "ros2", ROS2_HOW)
         sensor_msgs = require("sensor_msgs.msg", "ros2", ROS2_HOW)
         std_msgs = require("std_msgs.msg", "ros2", ROS2_HOW)
-        self._control_msgs = require("control_msgs.action", "ros2", ROS2_HOW)
-        self._trajectory_msgs = require("trajectory_msgs.msg", "ros2", ROS2_HOW)
-        self._action = require("rclpy.action", "ros2", ROS2_HOW)
+        control_msgs = require("control_msgs.action", "ros2", ROS2_HOW)
+        trajectory_msgs = require("trajectory_msgs.msg", "ros2", ROS2_HOW)
+        options = config.options
         self.config = config
-        self.n_joints = len(config.joint_names)
-        self.home_q_rad = np.asarray(config.home_q_rad, dtype=np.float64)
-        self.max_gripper_width_m = config.max_gripper_width_m
-        self._geometry_msgs, self._std_msgs = geometry_msgs, std_msgs
-        self._lock = threading.Lock()
-        self._latest: dict[str, object] = {}
+        self.n_joints = len(options.joint_names)
+        self.home_q_rad = config.home_q_rad.copy()
+        self.max_gripper_width_m = config.max_gripper_width_m  # the factory may set it from the station
+        self.cache = StateCache(config)
+        self._PoseStamped, self._Float64 = geometry_msgs.PoseStamped, std_msgs.Float64
+        self._FollowJointTrajectory, self._JointTrajectoryPoint = control_msgs.FollowJointTrajectory, \
+            trajectory_msgs.JointTrajectoryPoint
+        self._closed = False
 
-        if not rclpy.ok():
-            rclpy.init()
-        self._node = rclpy.create_node("dojo_arm")
-        sub = self._node.create_subscription
-        sub(sensor_msgs.JointState, config.joint_states_topic, self._store("joints"), 10)
-        sub(geometry_msgs.PoseStamped, config.ee_pose_topic, self._store("pose"), 10)
-        sub(geometry_msgs.TwistStamped, config.ee_twist_topic, self._store("twist"), 10)
-        sub(std_msgs.Float64, config.gripper_width_topic, self._store("gripper"), 10)
-        if config.wrench_topic:
-            sub(geometry_msgs.WrenchStamped, config.wrench_topic, self._store("wrench"), 10)
-        self._target_pub = self._node.create_publisher(geometry_msgs.PoseStamped, config.target_pose_topic, 10)
-        self._gripper_pub = self._node.create_publisher(std_msgs.Float64, config.gripper_topic, 10)
-        self._reset_client = self._action.ActionClient(
-            self._node, self._control_msgs.FollowJointTrajectory, config.reset_action)
-        self._executor = rclpy.executors.SingleThreadedExecutor()
+        # An own context: close() ends it without touching other rclpy users in the process. No signal
+        # handlers: dojo's Ctrl-C stops the actor cleanly (arm held, journal drained), and rclpy's would shut
+        # the context under it. No arguments: topics come from the station file, and dojo's argv is not ROS's.
+        self._context = context.Context()
+        rclpy.init(args=[], context=self._context, signal_handler_options=signals.SignalHandlerOptions.NO)
+        self._node = rclpy.create_node("dojo_arm", context=self._context)
+        types = {"joints": sensor_msgs.JointState, "pose": geometry_msgs.PoseStamped,
+                 "twist": geometry_msgs.TwistStamped, "gripper": std_msgs.Float64,
+                 "wrench": geometry_msgs.WrenchStamped}
+        for kind, topic in self.cache.topics.items():
+            # Best effort takes messages from reliable and best-effort publishers alike (franka's state
+            # broadcaster publishes best effort: a reliable subscription would receive nothing).
+            self._node.create_subscription(types[kind], topic, self._receiver(kind), qos.qos_profile_sensor_data)
+        # Depth 1: only the newest target matters; reliable, so any controller's subscription matches.
+        self._target_pub = self._node.create_publisher(geometry_msgs.PoseStamped, options.target_pose_topic, 1)
+        self._gripper_pub = self._node.create_publisher(std_msgs.Float64, options.gripper_topic, 1)
+        self._reset_client = action.ActionClient(self._node, control_msgs.FollowJointTrajectory, options.reset_action)
+        self._switch_client = None
+        if options.cartesian_controller:
+            srv = require("controller_manager_msgs.srv", "ros2", ROS2_HOW)
+            self._SwitchController = srv.SwitchController
+            self._switch_client = self._node.create_client(
+                srv.SwitchController, f"{options.controller_manager.rstrip('/')}/switch_controller")
+        self._executor = executors.SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
-        threading.Thread(target=self._executor.spin, daemon=True, name="dojo-ros2-spin").start()
+        self._spin = threading.Thread(target=self._executor.spin, daemon=True, name="dojo-ros2-spin")
+        self._spin.start()
+        try:
+            self.cache.wait_for_all(options.start_timeout_s)
+            self.state()  # joint names, frames and freshness checked once, before anyone moves the arm
+        except BaseException:
+            self.close()
+            raise
 
-    def _store(self, key: str):
-        def callback(msg) -> None:
-            with self._lock:
-                self._latest[key] = (time.monotonic(), msg)
-        return callback
-
-    def _get(self, key: str):
-        with self._lock:
-            stamp, msg = self._latest.get(key, (None, None))
-        if stamp is None or time.monotonic() - stamp > self.config.state_timeout_s:
-            raise TimeoutError(f"no fresh {key!r} message from ROS 2 within {self.config.state_timeout_s} s; "
-                               "is the arm's controller running and are the topic names right?")
-        return msg
+    def _receiver(self, kind: str):
+        def receive(msg) -> None:
+            self.cache.put(kind, msg, time.monotonic())
+        return receive
 
     def state(self) -> ArmState:
-        joints, pose, twist = self._get("joints"), self._get("pose"), self._get("twist")
-        order = [list(joints.name).index(n) for n in self.config.joint_names]
-        p, o = pose.pose.position, pose.pose.orientation
-        lin, ang = twist.twist.linear, twist.twist.angular
-        wrench = None
-        if self.config.wrench_topic:
-            f, t = self._get("wrench").wrench.force, self._get("wrench").wrench.torque
-            wrench = np.array([f.x, f.y, f.z, t.x, t.y, t.z])
-        return ArmState(
-            joint_q_rad=np.asarray(joints.position)[order], joint_dq_rad_s=np.asarray(joints.velocity)[order],
-            ee_pos_m=np.array([p.x, p.y, p.z]), ee_quat_wxyz=np.array([o.w, o.x, o.y, o.z]),
-            ee_vel=np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z]),
-            gripper_width_m=float(self._get("gripper").data), wrench=wrench, timestamp_s=time.monotonic())
+        return self.cache.state(time.time(), time.monotonic())
 
     def command(self, target_pos_m, target_quat_wxyz, gripper_width_m) -> None:
-        msg = self._geometry_msgs.PoseStamped()
-        msg.header.frame_id = self.config.base_frame
-        msg.header.stamp = self._node.get_clock().now().to_msg()
-        (msg.pose.position.x, msg.pose.position.y, msg.pose.position.z) = map(float, target_pos_m)
-        (msg.pose.orientation.w, msg.pose.orientation.x, msg.pose.orientation.y,
-         msg.pose.orientation.z) = map(float, target_quat_wxyz)
-        self._target_pub.publish(msg)
-        self._gripper_pub.publish(self._std_msgs.Float64(data=float(gripper_width_m)))
-
-    def reset_to(self, joint_q_rad) -> None:
-        if not self._reset_client.wait_for_server(timeout_sec=5.0):
-            raise TimeoutError(f"joint trajectory action {self.config.reset_action!r} is not available")
-        point = self._trajectory_msgs.JointTrajectoryPoint()
-        point.positions = [float(q) for q in joint_q_rad]
-        point.time_from_start.sec = int(self.config.reset_duration_s)
-        goal = self._control_msgs.FollowJointTrajectory.Goal()
-        goal.trajectory.joint_names = list(self.config.joint_names)
-        goal.trajectory.points = [point]
-        done = threading.Event()
-        self._reset_client.send_goal_async(goal).add_done_callback(
-            lambda f: f.result().get_result_async().add_done_callback(lambda _: done.set()))
-        if not done.wait(self.config.reset_duration_s + 10.0):
-            raise TimeoutError(f"arm did not reach the reset pose within {self.config.reset_duration_s + 10.0} s")
+        pos, quat, width = checked_target(target_pos_m, target_quat_wxyz, gripper_width_m, self.state(), self.config,
+                                          self.max_gripper_width_m)
+        self._publish_pose(pos, quat)
+        self._gripper_pub.publish(self._Float64(data=width))
 
     def stop(self) -> None:
-        # Holding the measured pose as the target stops the impedance controller from pulling anywhere.
-        state = self.state()
-        self.command(state.ee_pos_m, state.ee_quat_wxyz, state.gripper_width_m)
+        # Hold the measured pose: the impedance controller then pulls nowhere. The gripper keeps its last
+        # target: stopping the arm must not open a closed gripper (nor let go of what it holds).
+        measured = self.state()
+        self._publish_pose(measured.ee_pos_m, geometry.quat_normalize(measured.ee_quat_wxyz))
+
+    def reset_to(self, joint_q_rad) -> None:
+        options = self.config.options
+        q = checked_joint_target(joint_q_rad, options, "reset_to's joint_q_rad")
+        goal = self._FollowJointTrajectory.Goal()
+        fill_reset_goal(goal, self._JointTrajectoryPoint, options.joint_names, q, options.reset_duration_s)
+        if self._switch_client is None:
+            self._follow(goal, q)
+            return
+        self._switch([options.trajectory_controller], [options.cartesian_controller])
+        try:
+            self._follow(goal, q)
+        finally:  # back to the Cartesian controller whatever happened, so the arm is never left without it
+            self._switch([options.cartesian_controller], [options.trajectory_controller])
 
     def close(self) -> None:
-        self._executor.shutdown()
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(timeout_sec=CLOSE_TIMEOUT_S)
+        self._spin.join(CLOSE_TIMEOUT_S)
         self._node.destroy_node()
+        self._context.try_shutdown()
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _publish_pose(self, pos_m, quat_wxyz) -> None:
+        msg = self._PoseStamped()
+        now_s = self._node.get_clock().now().nanoseconds * 1e-9
+        fill_pose_stamped(msg, self.config.options.base_frame, now_s, pos_m, quat_wxyz)
+        self._target_pub.publish(msg)
+
+    def _follow(self, goal, q) -> None:
+        action = self.config.options.reset_action
+        if not self._reset_client.wait_for_server(timeout_sec=SERVICE_TIMEOUT_S):
+            raise DeviceError(f"the reset action {action} did not answer within {SERVICE_TIMEOUT_S} s: is the joint "
+                              "trajectory controller loaded (`ros2 action list`), and is robot.arm.options."
+                              "reset_action its follow_joint_trajectory action?")
+        handle = self._wait(self._reset_client.send_goal_async(goal), SERVICE_TIMEOUT_S, f"{action} to accept a goal")
+        if not handle.accepted:
+            raise DeviceError(f"{action} refused the reset goal: is its controller active (`ros2 control "
+                              "list_controllers`)? One that shares the arm's joints with the Cartesian controller "
+                              "needs robot.arm.options.cartesian_controller and trajectory_controller")
+        limit_s = self.config.options.reset_duration_s + RESET_MARGIN_S
+        try:
+            response = self._wait(handle.get_result_async(), limit_s, f"the arm to reach {q.round(3).tolist()} rad")
+        except DeviceError:
+            handle.cancel_goal_async()
+            raise
+        failure = reset_failure(response.status, response.result)
+        if failure:
+            raise DeviceError(f"reset to {q.round(3).tolist()} rad through {action} failed: {failure}")
+
+    def _switch(self, activate: list[str], deactivate: list[str]) -> None:
+        manager = self.config.options.controller_manager
+        if not self._switch_client.wait_for_service(timeout_sec=SERVICE_TIMEOUT_S):
+            raise DeviceError(f"the controller manager {manager} did not answer within {SERVICE_TIMEOUT_S} s: is "
+                              "ros2_control running, and is robot.arm.options.controller_manager its name?")
+        request = self._SwitchController.Request()
+        fill_switch_request(request, activate, deactivate, SERVICE_TIMEOUT_S)
+        response = self._wait(self._switch_client.call_async(request), 2 * SERVICE_TIMEOUT_S,
+                               f"{manager} to switch controllers")
+        if not response.ok:
+            raise DeviceError(f"{manager} did not activate {activate} and deactivate {deactivate}: are both loaded "
+                              "(`ros2 control list_controllers`) and named as in robot.arm.options?")
+
+    @staticmethod
+    def _wait(future, timeout_s: float, what: str):
+        """The future's result once rclpy's executor thread completes it; DeviceError after `timeout_s`."""
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            raise DeviceError(f"waited {timeout_s:g} s for {what}, in vain")
+        return future.result()

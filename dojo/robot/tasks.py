@@ -1,0 +1,191 @@
+"""A task and its resets as a station config describes them. Success comes from `reward.source`: the twin's
+ground truth, an end-effector pose, a person's success / fail keys (HIL-SERL's human classifier) or a reward
+model (dojo.rewards) scoring camera frames in the actor, which ends the episode on success. The scene is reset
+by a person (`human`: the arm goes home, the actor asks and waits), by a scripted, randomised arm pose
+(`scripted`, SERL's), or by a backward policy (`policy`, dojo practice)."""
+
+from __future__ import annotations
+
+import logging
+import select
+import sys
+import time
+
+import numpy as np
+
+from dojo.robot import geometry
+from dojo.robot.interfaces import ArmState, Camera, DeviceError, Task, TaskStatus, TeleopCommand
+
+log = logging.getLogger("dojo.robot")
+# reward.source values that load reward.model, and the model kinds (dojo.rewards.base.KINDS) each accepts
+MODEL_KINDS = {"classifier": ("classifier",), "vlm": ("vlm", "contrastive"), "preference": ("preference",)}
+MODEL_SOURCES = tuple(MODEL_KINDS)
+
+
+class StationTask(Task):
+    """`scene` is the world's own task where there is one (the twin's: it re-places objects and knows the
+    truth); on hardware there is none and `reset` leaves the scene to the reset mode.
+
+    With a model source the reward model (`reward.model`, a folder from `dojo reward train`) loads here, and
+    `use_cameras` gives it the cameras it reads when the observation does not carry them (a state policy)."""
+
+    def __init__(self, section, scene: Task | None = None, obs_features: bool = True,
+                 max_gripper_width_m: float = 0.08) -> None:
+        self.section, self.scene, self.reward = section, scene, section.reward
+        self.max_gripper_width_m = max_gripper_width_m
+        self.name = section.name
+        self.instruction = section.instruction or getattr(scene, "instruction", "")
+        self.obs_dim = scene.obs_dim if scene is not None and obs_features else 0
+        self._success_pressed = False
+        self.reward_model, self.reward_cameras = None, {}
+        if self.reward.source in MODEL_SOURCES:
+            from dojo.rewards.base import load_reward_model
+
+            if not self.reward.model:
+                raise ValueError(f"reward.source={self.reward.source} needs reward.model, the model's folder")
+            self.reward_model = load_reward_model(self.reward.model)
+            if self.reward_model.kind not in MODEL_KINDS[self.reward.source]:
+                raise ValueError(f"reward.model {self.reward.model} is a {self.reward_model.kind} model; "
+                                 f"reward.source={self.reward.source} expects "
+                                 f"{' or '.join(MODEL_KINDS[self.reward.source])}")
+            self.instruction = self.instruction or self._model_instruction()
+
+    @property
+    def reward_source(self) -> str:
+        """What the stores record as the episodes' reward_source: "" for the env's own (the twin's truth, a
+        pose, a person), "<kind>:<id>:v<version>" for a reward model."""
+        return self.reward_model.reward_source if self.reward_model is not None else ""
+
+    def _model_instruction(self) -> str:
+        known = self.reward_model.manifest.instructions
+        return known[0] if len(known) == 1 else ""
+
+    def use_cameras(self, cameras: dict[str, Camera]) -> None:
+        """The cameras the reward model reads, checked against the model's cameras and image size."""
+        if self.reward_model is None:
+            return
+        size = self.reward_model.manifest.image_size
+        for name in self.reward_model.manifest.cameras:
+            if name not in cameras:
+                raise ValueError(f"reward.model {self.reward.model} reads camera {name!r}; the station has "
+                                 f"{sorted(cameras)}")
+            if size is not None and tuple(cameras[name].shape) != tuple(size):
+                raise ValueError(f"camera {name!r} gives {cameras[name].shape[0]}x{cameras[name].shape[1]} "
+                                 f"frames; reward.model {self.reward.model} expects {size[0]}x{size[1]}")
+        self.reward_cameras = {name: cameras[name] for name in self.reward_model.manifest.cameras}
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._success_pressed = False
+        if self.scene is not None:
+            self.scene.reset(rng)
+
+    def status(self, arm_state: ArmState, obs: dict | None = None,
+               teleop: TeleopCommand | None = None) -> TaskStatus:
+        source = self.reward.source
+        if source == "sim":
+            return self.scene.status(arm_state)
+        if source == "pose":
+            near = np.linalg.norm(arm_state.ee_pos_m - np.asarray(self.reward.target_pos_m)) < self.reward.tolerance_m
+            closed = arm_state.gripper_width_m < 0.5 * self.max_gripper_width_m
+            grip = {"any": True, "closed": closed, "open": not closed}[self.reward.gripper]
+            success = bool(near and grip)
+            return TaskStatus(reward=float(success), success=success)
+        if source == "human":  # the success key ends the episode as a success, the fail key as a failure
+            self._success_pressed = self._success_pressed or bool(teleop is not None and teleop.success)
+            failed = bool(teleop is not None and teleop.fail)
+            return TaskStatus(reward=float(self._success_pressed), success=self._success_pressed, ended=failed)
+        if self.reward_model is not None:
+            return self._model_status(obs or {})
+        raise ValueError(f"reward.source={source!r} has no reward model loaded")
+
+    def _model_status(self, obs: dict) -> TaskStatus:
+        """The model's verdict on this step's frames: the observation's where it has them (the same pixels the
+        policy sees), else a fresh read of the reward camera. A success model gives reward 1 on success, which
+        ends the episode; a preference model gives its reward and never ends one."""
+        model = self.reward_model
+        frames = {}
+        for name in model.manifest.cameras:
+            if name in obs:
+                frames[name] = obs[name]
+            elif name in self.reward_cameras:
+                frames[name] = self.reward_cameras[name].read().rgb
+            else:
+                raise ValueError(f"reward.model {self.reward.model} reads camera {name!r}, which neither the "
+                                 "observation nor the task's reward cameras have")
+        state = obs.get("state")
+        instruction = self.instruction or None
+        if model.threshold is None:
+            return TaskStatus(reward=float(model.score(frames, instruction, state=state)[0]), success=False)
+        success = bool(model.success(frames, instruction, state=state)[0])
+        return TaskStatus(reward=float(success), success=success)
+
+    def observation(self) -> np.ndarray:
+        if self.scene is not None and self.obs_dim:
+            return self.scene.observation()
+        return np.zeros(0, np.float32)
+
+
+# --- resets ----------------------------------------------------------------------------------------------
+class ScriptedReset:
+    """The scene's own reset (the twin re-places its objects; hardware has none), the arm home, then a
+    uniformly random offset of the end-effector in x, y and yaw, approached through the safety layer."""
+
+    def __init__(self, xy_noise_m: float = 0.0, yaw_noise_rad: float = 0.0, max_steps: int = 50) -> None:
+        self.xy_noise_m, self.yaw_noise_rad, self.max_steps = xy_noise_m, yaw_noise_rad, max_steps
+
+    def __call__(self, env, rng: np.random.Generator) -> None:
+        env.task.reset(rng)
+        env.arm.reset_to(env.arm.home_q_rad)
+        if self.xy_noise_m == 0 and self.yaw_noise_rad == 0:
+            return
+        start = env.arm.state()
+        offset = np.array([*rng.uniform(-self.xy_noise_m, self.xy_noise_m, 2), 0.0])
+        target_quat = geometry.quat_mul(geometry.rotvec_to_quat(
+            np.array([0.0, 0.0, rng.uniform(-self.yaw_noise_rad, self.yaw_noise_rad)])), start.ee_quat_wxyz)
+        target = start.ee_pos_m + offset
+        for _ in range(self.max_steps):
+            state = env.arm.state()
+            pos, quat = env.safety.filter(state.ee_pos_m, state.ee_quat_wxyz, target, target_quat)
+            env.arm.command(pos, quat, state.gripper_width_m)
+            env.clock.wait(env.period_s)
+            if np.linalg.norm(env.arm.state().ee_pos_m - target) < 0.005:
+                break
+
+
+class HumanReset:
+    """The arm goes home, then a person resets the scene: `person.request()` asks, `person.ready()` says when
+    it is done (a teleop button or Enter on hardware; the twin's simulated person, whose work is the twin
+    task's own scene reset). Waits `timeout_s`, then raises with the arm at home."""
+
+    def __init__(self, person, timeout_s: float) -> None:
+        self.person, self.timeout_s = person, timeout_s
+
+    def __call__(self, env, rng: np.random.Generator) -> None:
+        env.arm.reset_to(env.arm.home_q_rad)
+        self.person.request(rng)
+        deadline = time.monotonic() + self.timeout_s
+        while not self.person.ready():
+            if time.monotonic() > deadline:
+                raise DeviceError(f"no one reset the scene within {self.timeout_s:.0f} s "
+                                  f"(robot.task.reset.timeout_s); the arm holds at home")
+            time.sleep(0.05)
+        env.task.reset(rng)  # the latched success key; in the twin also the scene, as the person left it
+        env.arm.reset_to(env.arm.home_q_rad)
+
+
+class OperatorPrompt:
+    """The person at a real station: asked in the log, answers with the teleop's success button or Enter."""
+
+    def __init__(self, teleop=None) -> None:
+        self.teleop = teleop
+
+    def request(self, rng) -> None:
+        log.warning("reset the scene for the next episode, then press the teleop's success button or Enter")
+
+    def ready(self) -> bool:
+        if self.teleop is not None and self.teleop.read().success:
+            return True
+        if sys.stdin is not None and sys.stdin.isatty() and select.select([sys.stdin], [], [], 0)[0]:
+            sys.stdin.readline()
+            return True
+        return False
