@@ -9,7 +9,7 @@ import pytest
 
 from dojo.launch.cli import main
 from dojo.replay.store import EpisodeWriter, open_store, verify_store
-from dojo.replay.stream import StoreJournal, StoreSink
+from dojo.link.journal import StoreJournal, StoreSink
 
 SEED = 3
 
