@@ -171,14 +171,14 @@ def run_actor(args: argparse.Namespace) -> int:
     actor = Actor(env, journal, actor_config(cfg),
                   client=LinkClient(journal, address, keys, actor=cfg.actor.id, schema=schema))
     signal.signal(signal.SIGTERM, lambda *_: actor.stop_event.set())
-    drain_s = 0.0  # refused, or gave up on its learner: what is unacknowledged waits in the journal
     try:
         result = actor.run(max_steps=args.steps)
-        drain_s = 30.0
     except KeyboardInterrupt:
-        result, drain_s = {**actor.summary(), "interrupted": True}, 30.0
+        result = {**actor.summary(), "interrupted": True}
     finally:
-        actor.close(drain_s)
+        # Also after an error (a device that stopped): the learner gets what was journaled. Refused, or
+        # given up on an unreachable learner: what is unacknowledged waits in the journal for the next run.
+        actor.close(30.0 if actor.client.status().connected else 0.0)
         env.close()
     print(json.dumps(result), flush=True)
     return 0
