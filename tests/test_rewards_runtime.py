@@ -1,0 +1,150 @@
+"""Reward at run time: `reward.source=classifier|preference` puts a reward model in the env the actor steps, on
+the real twin. The model's verdict on the camera frames, not the twin's truth, gives the reward and ends the
+episode; the config checks stop a bad reward setting before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from dojo.launch.build import make_env
+from dojo.launch.cmd_train import train_config
+from dojo.launch.config import ConfigError
+from dojo.rewards.classifier import ClassifierConfig, train_classifier
+from dojo.rewards.preference import PreferenceConfig, train_preference
+from dojo.sim import make_env as make_sim_env
+from dojo.sim.experts import make_expert
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def twin_frames():
+    """Front frames and states (with the cube features) of pick_cube scenes, labelled by the twin's truth."""
+    env = make_sim_env("pick_cube", obs_mode="both", image_size=(SIZE, SIZE), terminate_on_success=False)
+    expert = make_expert(env)
+    frames, labels, states = [], [], []
+    for seed in range(2):
+        obs, info = env.reset(seed=seed)
+        for _ in range(40):
+            frames.append(obs["front"])
+            labels.append(info["success"])
+            states.append(obs["state"])
+            obs, _, _, _, info = env.step(expert())
+    env.close()
+    return np.stack(frames), np.array(labels), np.stack(states)
+
+
+@pytest.fixture(scope="module")
+def classifier(twin_frames, tmp_path_factory):
+    """A front-camera classifier (any weights: each test below sets the threshold it needs)."""
+    frames, labels, _ = twin_frames
+    assert labels.any() and not labels.all()
+    model = train_classifier({"front": frames}, labels, {"front": frames}, labels,
+                             ClassifierConfig(cameras=("front",), steps=2), progress=False)
+    return model, tmp_path_factory.mktemp("classifier")
+
+
+def saved_with_threshold(classifier, threshold: float) -> str:
+    model, root = classifier
+    folder = root / f"t{threshold}"
+    model.manifest = dataclasses.replace(model.manifest, threshold=threshold)
+    model.save(folder)
+    return str(folder)
+
+
+def sim_config(*overrides: str):
+    return train_config(["task=pick_cube", "env.obs_mode=state", "env.max_episode_steps=30", *overrides])
+
+
+def run_expert(env, seed: int = 3) -> tuple[list[float], bool, bool, int]:
+    """An expert episode on `env`: its rewards, whether it terminated, whether it succeeded, and its length."""
+    expert = make_expert(env.unwrapped)
+    env.reset(seed=seed)
+    rewards = []
+    while True:
+        _, reward, terminated, truncated, info = env.step(expert())
+        rewards.append(reward)
+        if terminated or truncated:
+            return rewards, terminated, info["success"], len(rewards)
+
+
+def test_a_classifier_that_never_says_success_keeps_a_solved_episode_going(classifier):
+    truth = make_env(sim_config(f"env.max_episode_steps={100}"))
+    rewards, terminated, _, steps = run_expert(truth)
+    truth.close()
+    assert terminated and rewards[-1] == 1.0 and steps < 100  # the twin's truth: solved, ended
+
+    model = saved_with_threshold(classifier, 2.0)  # no probability reaches it
+    env = make_env(sim_config("reward.source=classifier", f"reward.model={model}", "env.max_episode_steps=100"))
+    assert set(env.observation_space.spaces) == {"state"}  # a state policy; the model reads its own camera
+    assert env.unwrapped.task.reward_cameras["front"].shape == (SIZE, SIZE)
+    rewards, terminated, success, steps = run_expert(env)
+    env.close()
+    assert not terminated and not success and steps == 100 and set(rewards) == {0.0}
+
+
+def test_a_classifier_that_always_says_success_ends_the_episode_at_once(classifier):
+    model = saved_with_threshold(classifier, 0.0)
+    env = make_env(sim_config("reward.source=classifier", f"reward.model={model}"))
+    task = env.unwrapped.task
+    assert task.reward_source == f"classifier:{task.reward_model.manifest.id}:v1"
+    rewards, terminated, success, steps = run_expert(env)
+    env.close()
+    assert terminated and success and rewards == [1.0] and steps == 1
+
+
+def test_the_reward_is_the_models_verdict_on_the_camera_frame(classifier):
+    model_dir = saved_with_threshold(classifier, 0.5)
+    env = make_env(sim_config("env.obs_mode=both", f"env.image_size={SIZE}", "reward.source=classifier",
+                              f"reward.model={model_dir}"))
+    model = env.unwrapped.task.reward_model
+    env.reset(seed=0)
+    expert = make_expert(env.unwrapped)
+    for _ in range(10):
+        obs, reward, terminated, _, info = env.step(expert())
+        assert reward == float(model.score({"front": obs["front"]})[0] >= 0.5) == float(info["success"])
+        if terminated:
+            break
+    env.close()
+
+
+def test_a_preference_model_gives_its_reward_and_never_ends_an_episode(twin_frames, tmp_path):
+    _, _, states = twin_frames
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(0, len(states), 64), rng.integers(0, len(states), 64)
+    answer = (states[second, 16] > states[first, 16]).astype(np.int8)  # the higher cube is preferred
+    model = train_preference({"state": states}, first, second, answer,
+                             PreferenceConfig(inputs=("state",), steps=2, batch_size=16), progress=False)
+    model.save(tmp_path / "pref")
+    env = make_env(sim_config("reward.source=preference", f"reward.model={tmp_path / 'pref'}"))
+    rewards, terminated, success, steps = run_expert(env)
+    env.close()
+    assert not terminated and not success and steps == 30
+    assert all(0.0 <= r <= 1.0 for r in rewards) and len(set(rewards)) > 1
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["reward.source=classifier"], "needs reward.model"),
+    (["reward.source=classifier", "reward.model=google/paligemma-3b-pt-224"], "hub id"),
+    (["reward.source=classifier", "reward.model=/nonexistent/model"], "does not exist"),
+    (["reward.source=human"], "reward.source must be one of"),
+    (["reward.model=somewhere"], "reads no model"),
+])
+def test_bad_reward_settings_name_the_value(overrides, words):
+    with pytest.raises(ConfigError, match=words):
+        sim_config(*overrides)
+
+
+def test_a_model_of_the_wrong_kind_is_refused(twin_frames, tmp_path):
+    _, _, states = twin_frames
+    model = train_preference({"state": states}, np.array([0, 1]), np.array([1, 2]), np.array([1, 0], np.int8),
+                             PreferenceConfig(inputs=("state",), steps=1, batch_size=2), progress=False)
+    model.save(tmp_path / "pref")
+    with pytest.raises(ConfigError, match="is a preference model; reward.source=classifier expects classifier"):
+        sim_config("reward.source=classifier", f"reward.model={tmp_path / 'pref'}")
+    with pytest.raises(ConfigError, match="needs env.kind=sim or robot"):
+        train_config(["env.kind=gym", "env.id=Pendulum-v1", "reward.source=preference",
+                      f"reward.model={tmp_path / 'pref'}"])
