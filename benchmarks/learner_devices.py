@@ -15,8 +15,11 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, sys, time
+import json, sys
 import jax, numpy as np
+from gymnasium import spaces
+sys.path.insert(0, "benchmarks")
+from learner_speed import make_batch, time_updates
 from dojo.learners import make_agent
 from dojo.learners.devices import DataParallel
 from dojo.policies.spaces import ActionScale, ObsSpec
@@ -24,25 +27,15 @@ from dojo.policies.spaces import ActionScale, ObsSpec
 count, calls = int(sys.argv[1]), int(sys.argv[2])
 parallel = DataParallel(count)
 agent = parallel.agent(make_agent("rlpd", ObsSpec(32), ActionScale((-1.0,) * 4, (1.0,) * 4), seed=0))
-rng, n = np.random.default_rng(0), agent.config.batch_size * agent.config.utd_ratio
-obs = lambda: {"state": rng.normal(size=(n, 32)).astype(np.float32)}
-batch = parallel.batch({"obs": obs(), "next_obs": obs(), "action": rng.uniform(-1, 1, (n, 4)).astype(np.float32),
-                        "reward": rng.normal(size=n).astype(np.float32), "discount": np.full(n, 0.99, np.float32)})
-agent, info = agent.update(batch)
-jax.block_until_ready(info)
-best = float("inf")
-for _ in range(2):
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        agent, info = agent.update(batch)
-    jax.block_until_ready(info)
-    best = min(best, (time.perf_counter() - t0) / calls)
-print(json.dumps({"devices": count, "platform": jax.local_devices()[0].platform, "updates_per_s": round(1 / best, 2)}))
+space = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (32,), np.float32)})
+batch = make_batch(np.random.default_rng(0), agent.config.batch_size * agent.config.utd_ratio, space)
+_, seconds = time_updates(agent, parallel.batch(batch), calls)
+print(json.dumps({"devices": count, "platform": jax.local_devices()[0].platform, "updates_per_s": round(1 / seconds, 2)}))
 """
 
 
 def run(count: int, calls: int, forced: int | None) -> dict:
-    env = {**os.environ}
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "")}  # learner_speed's CPU default off
     if forced:
         env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={forced}")
     out = subprocess.run([sys.executable, "-c", CHILD, str(count), str(calls)], capture_output=True, text=True, env=env,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
-import sys
 
 
 def add_parser(subparsers) -> None:
@@ -38,26 +36,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--python is for --lerobot (a LeRobot environment's Python); a dojo snapshot is served here")
     if args.lerobot and args.python is not None:
         return _serve_in(args.python, args)
-    from dojo.policies.openpi import LeRobotPolicy, PolicyServer, SnapshotPolicy, stop_on_sigterm
+    from dojo.policies.openpi import LeRobotPolicy, SnapshotPolicy, serve_until_stopped
 
     if args.lerobot:
         policy = LeRobotPolicy(args.lerobot, args.device)
     else:
         path = args.snapshot or os.path.join(args.run, "policy.msgpack")
         policy = SnapshotPolicy(path, deterministic=not args.stochastic, seed=args.seed)
-    server = PolicyServer(policy.infer, policy.metadata, args.host, args.port,
-                          on_connect=getattr(policy, "reset", None))
-    print(f"dojo serve-policy: serving {policy.metadata['policy']} at {server.url} (Ctrl-C stops)", file=sys.stderr,
-          flush=True)
-    stop_on_sigterm()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-    print(json.dumps({"url": server.url, "policy": policy.metadata["policy"], "requests": server.requests}))
-    return 0
+    return serve_until_stopped(policy, args.host, args.port, "dojo serve-policy")
 
 
 def _serve_in(python: str, args: argparse.Namespace) -> int:

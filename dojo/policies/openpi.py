@@ -375,14 +375,28 @@ class LeRobotPolicy:
         return {"actions": actions.float().cpu().numpy()}
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (a supervisor, `kill`, the dojo command that started this server) stops it as Ctrl-C does."""
+def serve_until_stopped(policy, host: str, port: int, prog: str) -> int:
+    """Serve `policy` (infer, metadata, optional reset) until Ctrl-C or SIGTERM (a supervisor, `kill`, the
+    dojo command that started this server); then print one JSON line."""
     import signal
+
+    server = PolicyServer(policy.infer, policy.metadata, host, port, on_connect=getattr(policy, "reset", None))
+    print(f"{prog}: serving {policy.metadata['policy']} at {server.url} (Ctrl-C stops)", file=sys.stderr,
+          flush=True)
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    print(json.dumps({"url": server.url, "policy": policy.metadata["policy"], "requests": server.requests}),
+          flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,21 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         policy = LeRobotPolicy(args.lerobot, args.device)
-        server = PolicyServer(policy.infer, policy.metadata, args.host, args.port, on_connect=policy.reset)
-    except (DojoError, ValueError, FileNotFoundError) as err:
+        return serve_until_stopped(policy, args.host, args.port, "serve-policy")
+    except (DojoError, ValueError, FileNotFoundError, OSError) as err:
         print(f"serve-policy: error: {err}", file=sys.stderr)
         return 2
-    print(f"serving {policy.metadata['policy']} at {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
-    stop_on_sigterm()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-    print(json.dumps({"url": server.url, "policy": policy.metadata["policy"], "requests": server.requests}),
-          flush=True)
-    return 0
 
 
 if __name__ == "__main__":
