@@ -5,6 +5,8 @@ episode; the config checks stop a bad reward setting before anything runs."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +150,47 @@ def test_a_model_of_the_wrong_kind_is_refused(twin_frames, tmp_path):
     with pytest.raises(ConfigError, match="needs env.kind=sim or robot"):
         train_config(["env.kind=gym", "env.id=Pendulum-v1", "reward.source=preference",
                       f"reward.model={tmp_path / 'pref'}"])
+
+
+def test_a_station_takes_the_same_reward_setting(classifier):
+    """`dojo actor --robot twin reward.source=classifier ...`: the station's own cameras feed the model, and a
+    camera whose frames do not have the model's size is refused by name."""
+    model = saved_with_threshold(classifier, 0.0)
+    reward = ["reward.source=classifier", f"reward.model={model}"]
+    cfg = train_config([*reward, f"robot.cameras.front.resize=[{SIZE},{SIZE}]"], robot="twin")
+    env = make_env(cfg)
+    task = env.unwrapped.task
+    assert task.reward.source == "classifier" and task.reward_cameras["front"] is env.unwrapped.cameras["front"]
+    rewards, terminated, success, steps = run_expert(env)
+    env.close()
+    assert terminated and success and rewards == [1.0] and steps == 1
+    with pytest.raises(ValueError, match="camera 'front' gives 128x128 frames; .* expects 32x32"):
+        make_env(train_config(reward, robot="twin"))
+
+
+def test_stored_episodes_name_the_model_that_gave_their_rewards(classifier, tmp_path):
+    """`dojo record` and the actor's journal (whose rows the link carries to the learner's store) record the
+    model's kind, id and version as each episode's reward_source."""
+    from dojo.launch.cmd_record import record
+    from dojo.link.journal import StoreJournal
+    from dojo.replay.store import EpisodeWriter, StoreReader
+
+    model = saved_with_threshold(classifier, 0.0)
+    env = make_env(sim_config("reward.source=classifier", f"reward.model={model}"))
+    source = env.unwrapped.task.reward_source
+    with EpisodeWriter(tmp_path / "recorded.zarr") as writer:
+        record(env.unwrapped, writer, 2, act=make_expert(env.unwrapped), seed=0)
+    journal = StoreJournal(tmp_path / "journal.zarr")
+    journal.begin_episode(task="pick_cube", reward_source=source)
+    obs, _ = env.reset(seed=0)
+    next_obs, reward, terminated, truncated, info = env.step(make_expert(env.unwrapped)())
+    journal.add_step(obs, info["executed_action"], reward, terminated, truncated)
+    journal.end_episode(next_obs, info["success"])
+    journal.close()
+    env.close()
+    from dojo.rewards.base import MANIFEST
+
+    manifest = json.loads((Path(model) / MANIFEST).read_text())  # the folder's own word on id and version
+    assert source == f"classifier:{manifest['id']}:v{manifest['version']}"
+    assert [e.reward_source for e in StoreReader(tmp_path / "recorded.zarr").episodes] == [source] * 2
+    assert [e.reward_source for e in StoreReader(tmp_path / "journal.zarr").episodes] == [source]

@@ -29,7 +29,7 @@ def make_env(cfg):
         from dojo.robot.factory import make_robot_env
 
         env = make_robot_env(station(cfg))
-        env.task.use_cameras(env.cameras)
+        _closing_on_error(env, lambda: env.task.use_cameras(env.cameras))
     elif cfg.env.kind == "sim":
         from dojo.sim import make_env as make_sim_env
 
@@ -38,7 +38,7 @@ def make_env(cfg):
                            control_hz=cfg.env.control_hz, action_dim=cfg.env.action_dim,
                            max_episode_steps=cfg.env.max_episode_steps, randomize=cfg.env.randomize)
         if cfg.reward.source not in ("", "sim"):
-            _reward_from_model(env, cfg)
+            _closing_on_error(env, lambda: _reward_from_model(env, cfg))
     elif cfg.env.kind == "gym":
         import gymnasium as gym
 
@@ -55,6 +55,15 @@ def make_env(cfg):
     except ValueError as err:
         env.close()
         raise ConfigError(f"{cfg.env.id or cfg.task} cannot be learned by dojo's agents: {err}") from None
+
+
+def _closing_on_error(env, step) -> None:
+    """Run `step` on a built env; if it fails, close the env (its devices, renderers) before raising."""
+    try:
+        step()
+    except BaseException:
+        env.close()
+        raise
 
 
 def _reward_from_model(env, cfg) -> None:

@@ -55,7 +55,8 @@ def record(env, writer, episodes: int, *, act=None, teleop=None, seed: int = 0, 
         getattr(teleop, "reset", lambda: None)()
         writer.begin_episode(source=source, task=env.task.name, instruction=env.task.instruction,
                              operator=operator, robot=robot, reset_seed=seed + attempt,
-                             calibration_id=getattr(env, "calibration_id", ""))
+                             calibration_id=getattr(env, "calibration_id", ""),
+                             reward_source=getattr(env.task, "reward_source", ""))
         ending, episode_steps = None, 0
         while ending is None:
             if teleop is not None:

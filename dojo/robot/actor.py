@@ -138,7 +138,8 @@ class Actor:
         getattr(getattr(self.robot, "teleop", None), "reset", lambda: None)()
         self.journal.begin_episode(source="online", task=self.task_name, instruction=self.instruction,
                                    operator="policy", robot=self.config.robot, reset_seed=seed,
-                                   calibration_id=getattr(self.robot, "calibration_id", ""))
+                                   calibration_id=getattr(self.robot, "calibration_id", ""),
+                                   reward_source=getattr(getattr(self.robot, "task", None), "reward_source", ""))
         self._episode = {"steps": 0, "interventions": 0, "intervened_steps": 0, "was_intervened": False}
 
     def step(self) -> bool:
