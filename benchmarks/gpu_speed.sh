@@ -9,8 +9,8 @@
 # 128 px cameras, batch 256) and pixel pick_cube with 20 demos (DrQ-RLPD: the serl preset with the conv encoder)
 # through `dojo train` with ACTORS actor processes on the machine's cores for BUDGET env steps, and when its
 # evaluation first reached 90 % (wall time from the command's start: compilation included). Ray's wheel (~70 MB)
-# is over the 64 MiB a device call may carry, so the fleet there is local processes (actors.backend=local); with Ray installed, pass BACKEND=ray. imageio-ffmpeg (65 MB, for
-# videos only) stays behind too.
+# is over the 64 MiB a device call may carry, so the fleet there is local processes (actors.backend=local); with
+# Ray installed, pass BACKEND=ray. imageio-ffmpeg (65 MB, for videos only) stays behind too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
