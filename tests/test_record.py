@@ -116,3 +116,22 @@ def test_a_fleet_refuses_a_teleop_device_and_a_bad_worker_count(tmp_path):
     assert main(["record", "--sim", "reach", "--episodes", "2", "--workers", "2", "--teleop", "keyboard", "--out",
                  str(tmp_path / "b.zarr")]) != 0
     assert not (tmp_path / "b.zarr").exists()
+
+
+def test_ray_work_runs_only_where_its_resource_is_offered(tmp_path):
+    """A robot's custom resource pins work to the node offering it; work asking for one that no node offers is
+    refused in one line instead of waiting forever."""
+    ray = pytest.importorskip("ray")
+    from dojo.errors import DojoError
+    from dojo.link.fleet import run_commands
+
+    ray.init(num_cpus=2, resources={"robot_a": 1}, include_dashboard=False, log_to_driver=False)
+    try:
+        command = ["record", "--sim", "reach", "--episodes", "1", "--out"]
+        run_commands(tmp_path, [command + [str(tmp_path / "a.zarr")]], ["on-robot-a"], "ray", {"robot_a": 1})
+        assert open_store(tmp_path / "a.zarr").num_episodes == 1
+        with pytest.raises(DojoError, match="asks for 1 of 'robot_b', but no Ray node offers it .*'robot_a'"):
+            run_commands(tmp_path, [command + [str(tmp_path / "b.zarr")]], ["on-robot-b"], "ray", {"robot_b": 1})
+        assert not (tmp_path / "b.zarr").exists()
+    finally:
+        ray.shutdown()

@@ -100,6 +100,19 @@ def init_ray(run: Path, num_cpus: int | None = None):
     return ray
 
 
+def check_resources(ray, resources: dict) -> None:
+    """Refuse work that needs a custom resource (a robot) that no node of the Ray cluster offers: Ray would
+    wait for such a node forever."""
+    offered = ray.cluster_resources()
+    for name, amount in resources.items():
+        if offered.get(name, 0) < amount:
+            custom = sorted(k for k in offered if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                            and not k.startswith("node:"))
+            raise DojoError(f"actors.resources asks for {amount} of {name!r}, but no Ray node offers it (custom "
+                            f"resources: {custom or 'none'}); start that robot's node with "
+                            f"ray start --resources='{{\"{name}\": 1}}'")
+
+
 def _ray_actor_class(ray):
     @ray.remote(max_restarts=-1, max_task_retries=-1)
     class ActorProcess:
@@ -153,6 +166,7 @@ def start_actors(run: Path, commands: list[list[str]], actor_ids: list[str], bac
     if backend != "ray":
         return [Child(f"actor {a}", command, run / f"{a}.log") for a, command in zip(actor_ids, commands)]
     ray = init_ray(run)
+    check_resources(ray, resources)
     cls = _ray_actor_class(ray)
     return [RayActor(ray, cls, f"actor {a}", command, run / f"{a}.log", resources)
             for a, command in zip(actor_ids, commands)]
@@ -174,15 +188,21 @@ def run_commands(folder: Path, commands: list[list[str]], names: list[str], back
                 child.stop()
         codes = [child.proc.returncode for child in children]
     else:
+        started_here = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
         ray = init_ray(folder)
+        try:
+            check_resources(ray, resources or {})
 
-        @ray.remote(num_cpus=1)
-        def call(args: list[str], log_path: str, cwd: str) -> int:
-            with open(log_path, "ab") as log:
-                return subprocess.call(CLI + args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                       preexec_fn=_die_with_parent)
-        codes = ray.get([call.options(resources=dict(resources or {})).remote(c, str(log), os.getcwd())
-                         for c, log in zip(commands, logs)])
+            @ray.remote(num_cpus=1)
+            def call(args: list[str], log_path: str, cwd: str) -> int:
+                with open(log_path, "ab") as log:
+                    return subprocess.call(CLI + args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                           preexec_fn=_die_with_parent)
+            codes = ray.get([call.options(resources=dict(resources or {})).remote(c, str(log), os.getcwd())
+                             for c, log in zip(commands, logs)])
+        finally:
+            if started_here:  # a local Ray this call started goes with it
+                ray.shutdown()
     for name, code, log in zip(names, codes, logs):
         failed = exit_error(name, code, log)
         if failed:
