@@ -127,7 +127,8 @@ class Learner:
             self.server = LinkServer(self._on_steps, self.run / runs.KEYS, host=cfg.link.host, port=cfg.link.port,
                                      last_seq_by_actor={a: s.last_seq for a, s in self.sinks.items()},
                                      schema=row_schema(self.store_spec, self.action_dim),
-                                     status=lambda: {"lead_steps": self.lead_steps(), "done": self._done})
+                                     status=lambda: {"lead_steps": self.lead_steps(),
+                                                     "done": self.env_steps >= int(self.lc.env_steps)})
         self.live_policy = LivePolicy(lambda: self.agent, cfg.seed)
         self._starved = self._done = False
         self._progress, self._info, self._tb = None, {}, None
