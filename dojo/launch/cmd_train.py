@@ -178,7 +178,7 @@ def run_actor(args: argparse.Namespace) -> int:
     finally:
         # Also after an error (a device that stopped): the learner gets what was journaled. Refused, or
         # given up on an unreachable learner: what is unacknowledged waits in the journal for the next run.
-        actor.close(30.0 if actor.client.status().connected else 0.0)
+        actor.close(0.0 if actor.gave_up else 30.0)
         env.close()
     print(json.dumps(result), flush=True)
     return 0

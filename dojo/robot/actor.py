@@ -69,6 +69,7 @@ class Actor:
         self.rng = np.random.default_rng(config.seed)
         self.stop_event = threading.Event()
         self.done = False
+        self.gave_up = False  # stopped for want of a policy (its learner unreachable): nothing to drain to
         self.steps = self.episodes = self.successes = self.interventions = 0
         self._obs = None
         self._clock = WallClock() if config.realtime else None
@@ -111,6 +112,7 @@ class Actor:
             log.warning("holding the arm still: %s", why)
             self._reported_hold_s = held_s
         if held_s >= self.config.give_up_s:
+            self.gave_up = True
             raise DojoError(f"gave up after holding the arm still for {held_s:.0f} s: {why}")
         time.sleep(_HOLD_TICK_S)
 
