@@ -175,6 +175,30 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Manifest:
     return manifest
 
 
+FLAX_PARAMS = "params.msgpack"
+
+
+def save_flax_model(folder: str | os.PathLike, params, manifest: Manifest) -> Manifest:
+    """A JAX model's parameters (msgpack), then its manifest (write_manifest): the manifest is written last."""
+    import flax.serialization
+    import jax
+
+    folder = Path(folder)
+    atomic_write(str(folder / FLAX_PARAMS),
+                 flax.serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, params)))
+    return write_manifest(folder, manifest)
+
+
+def load_flax_params(folder: Path, what: str):
+    """The parameters save_flax_model wrote; `what` names the model in the error."""
+    import flax.serialization
+
+    path = folder / FLAX_PARAMS
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} folder {folder} has no {FLAX_PARAMS}")
+    return flax.serialization.msgpack_restore(path.read_bytes())
+
+
 def read_manifest(folder: str | os.PathLike) -> Manifest:
     folder = local_folder(folder, "reward model")
     path = folder / MANIFEST

@@ -12,18 +12,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import flax
 import flax.linen as nn
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dojo.fileio import atomic_write
 from dojo.policies import networks as nets
-from dojo.rewards.base import STATE_KEY, Manifest, RewardModel, write_manifest
+from dojo.rewards.base import STATE_KEY, Manifest, RewardModel, load_flax_params, save_flax_model
 from dojo.rewards.metrics import balanced_indices, binary_metrics, choose_threshold, score_in_batches
 
-PARAMS = "params.msgpack"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,18 +116,12 @@ class SuccessClassifier(RewardModel):
         return np.asarray(self._apply(self.params, {k: inputs[k] for k in self.manifest.cameras}))
 
     def save(self, folder) -> Manifest:
-        folder = Path(folder)
-        blob = flax.serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, self.params))
-        atomic_write(str(folder / PARAMS), blob)
-        self.manifest = write_manifest(folder, self.manifest)
+        self.manifest = save_flax_model(folder, self.params, self.manifest)
         return self.manifest
 
     @classmethod
     def load(cls, folder: Path, manifest: Manifest) -> SuccessClassifier:
-        path = folder / PARAMS
-        if not path.is_file():
-            raise FileNotFoundError(f"classifier folder {folder} has no {PARAMS}")
-        return cls(manifest, flax.serialization.msgpack_restore(path.read_bytes()))
+        return cls(manifest, load_flax_params(folder, "classifier"))
 
 
 def train_classifier(train_frames: dict[str, np.ndarray], train_labels: np.ndarray,

@@ -13,16 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import flax.linen as nn
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dojo.fileio import atomic_write
 from dojo.policies import networks as nets
-from dojo.rewards.base import STATE_KEY, Manifest, RewardModel, write_manifest
+from dojo.rewards.base import STATE_KEY, Manifest, RewardModel, load_flax_params, save_flax_model
 
-PARAMS = "params.msgpack"
 UNSURE = -1
 
 
@@ -114,18 +111,12 @@ class PreferenceReward(RewardModel):
         return np.asarray(self._raw(self.params, inputs))
 
     def save(self, folder) -> Manifest:
-        folder = Path(folder)
-        atomic_write(str(folder / PARAMS),
-                     flax.serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, self.params)))
-        self.manifest = write_manifest(folder, self.manifest)
+        self.manifest = save_flax_model(folder, self.params, self.manifest)
         return self.manifest
 
     @classmethod
     def load(cls, folder: Path, manifest: Manifest) -> PreferenceReward:
-        path = folder / PARAMS
-        if not path.is_file():
-            raise FileNotFoundError(f"preference reward folder {folder} has no {PARAMS}")
-        return cls(manifest, flax.serialization.msgpack_restore(path.read_bytes()))
+        return cls(manifest, load_flax_params(folder, "preference reward"))
 
 
 def ask_labeller(labeller, obs: dict[str, np.ndarray], queries: int, instruction: str, seed: int = 0,
