@@ -139,10 +139,11 @@ def _ray_actor_class(ray):
 class RayActor:
     """A dojo actor run by a Ray actor (see ActorProcess)."""
 
-    def __init__(self, ray, cls, name: str, args: list[str], log_path: Path, resources: dict) -> None:
+    def __init__(self, ray, cls, name: str, args: list[str], log_path: Path, resources: dict,
+                 restarts: int = 10) -> None:
         self.ray, self.name, self.log_path = ray, name, log_path
         self.handle = cls.options(name=None, resources=dict(resources), num_cpus=1).remote()
-        self.future = self.handle.run.remote(args, str(log_path), os.getcwd())
+        self.future = self.handle.run.remote(args, str(log_path), os.getcwd(), restarts)
 
     def failure(self) -> DojoError | None:
         ready, _ = self.ray.wait([self.future], timeout=0)
@@ -174,8 +175,8 @@ def start_actors(run: Path, commands: list[list[str]], actor_ids: list[str], bac
 
 def run_commands(folder: Path, commands: list[list[str]], names: list[str], backend: str,
                  resources: dict | None = None) -> None:
-    """Run dojo commands to completion side by side (local processes, or Ray tasks needing one CPU and
-    `resources` each), their logs in FOLDER/<name>.log; a local Ray keeps its token in `folder`. Raises
+    """Run dojo commands to completion side by side (local processes, or ActorProcess Ray actors needing one
+    CPU and `resources` each), their logs in FOLDER/<name>.log; a local Ray keeps its token in `folder`. Raises
     DojoError naming the first that failed."""
     logs = [folder / f"{name}.log" for name in names]
     if backend != "ray":
@@ -192,14 +193,10 @@ def run_commands(folder: Path, commands: list[list[str]], names: list[str], back
         ray = init_ray(folder)
         try:
             check_resources(ray, resources or {})
-
-            @ray.remote(num_cpus=1)
-            def call(args: list[str], log_path: str, cwd: str) -> int:
-                with open(log_path, "ab") as log:
-                    return subprocess.call(CLI + args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                           preexec_fn=_die_with_parent)
-            codes = ray.get([call.options(resources=dict(resources or {})).remote(c, str(log), os.getcwd())
-                             for c, log in zip(commands, logs)])
+            cls = _ray_actor_class(ray)  # restarts=0: a command that is killed is not run twice
+            started = [RayActor(ray, cls, name, c, log, resources or {}, restarts=0)
+                       for name, c, log in zip(names, commands, logs)]
+            codes = ray.get([r.future for r in started])
         finally:
             if started_here:  # a local Ray this call started goes with it
                 ray.shutdown()
