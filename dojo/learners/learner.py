@@ -196,6 +196,7 @@ class Learner:
             self.mirror.tail()
         budget = min(self.update_budget(self.env_steps), self.updates + max_updates)
         made = 0
+        self._starved = False  # the actors keep to the lead while this runs (the first update compiles a while)
         while self.updates < budget and self._update():
             made += 1
         self._starved = self.updates < budget
