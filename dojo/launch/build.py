@@ -9,7 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from dojo.launch.config import ConfigError
+from dojo.launch.config import ConfigError, reward_settings
 
 
 def station(cfg):
@@ -20,10 +20,16 @@ def station(cfg):
     return load_station(station_with_reward(cfg))[0]
 
 
-def make_env(cfg):
+def make_env(cfg, local_reward: bool = False):
     """The run's env as actors and learners see it (canonical obs, actions in [-1, 1]): a station's devices
-    through the factory, the twin's task, or any gymnasium id."""
+    through the factory, the twin's task, or any gymnasium id. `local_reward`: a reward model scores in this
+    process even where reward.serve=learner (evaluation, recording demos: no link to a reward service)."""
     from dojo.policies.spaces import CanonicalEnv
+
+    if local_reward and cfg.reward.serve != "actor":
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.merge(cfg, {"reward": {"serve": "actor"}})
 
     if cfg.env.kind == "robot":
         from dojo.robot.factory import make_robot_env
@@ -74,17 +80,44 @@ def _reward_from_model(env, cfg) -> None:
     from dojo.robot.tasks import StationTask
     from dojo.sim.camera import SimCamera
 
-    section = TaskSection(name=cfg.task, reward=RewardSection(source=cfg.reward.source, model=cfg.reward.model))
+    section = TaskSection(name=cfg.task, max_episode_steps=int(cfg.env.max_episode_steps),
+                          reward=RewardSection(**reward_settings(cfg)))
     task = StationTask(section, env.task, obs_features=env.config.obs_mode != "pixels",
                        max_gripper_width_m=env.arm.max_gripper_width_m)
-    size = task.reward_model.manifest.image_size or tuple([int(cfg.env.image_size)] * 2)
+    size = task.manifest.image_size or tuple([int(cfg.env.image_size)] * 2)
     cameras = {}
-    for name in task.reward_model.manifest.cameras:
+    for name in task.manifest.cameras:
         have = env.cameras.get(name)
         cameras[name] = have if have is not None and tuple(have.shape) == tuple(size) else \
             SimCamera(env.task.world, name, size)
     task.use_cameras(cameras)
     env.task = task
+
+
+def reward_service(cfg):
+    """The learner's reward service (dojo.rewards.service) with the run's reward model loaded, when the model
+    runs there (reward.serve=learner, or the station's robot.task.reward.serve); else None."""
+    from dojo.robot.tasks import MODEL_SOURCES
+
+    reward = station(cfg).task.reward if cfg.env.kind == "robot" else reward_settings(cfg)
+    get = reward.get if isinstance(reward, dict) else lambda key: getattr(reward, key)
+    if get("source") not in MODEL_SOURCES or get("serve") != "learner":
+        return None
+    from dojo.rewards.base import load_reward_model
+    from dojo.rewards.service import RewardService
+
+    return RewardService(load_reward_model(get("model")))
+
+
+def serve_reward(env, client) -> None:
+    """reward.serve=learner: the env's task asks the learner's reward service through `client` (a LinkClient)."""
+    from dojo.rewards.service import RemoteReward
+
+    task = getattr(env.unwrapped, "task", None)
+    if task is None or getattr(task, "manifest", None) is None or task.reward.serve != "learner":
+        return
+    task.serve_from(RemoteReward(client, task.reward.deadline_s, expect_source=task.reward_source),
+                    env.unwrapped.config.max_episode_steps)
 
 
 def run_spaces(cfg) -> tuple:

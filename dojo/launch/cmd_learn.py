@@ -93,7 +93,11 @@ def learn_config(args: argparse.Namespace):
              "actor.random_steps": args.random_steps, "learner.eval_every": args.eval_every,
              "learner.eval_episodes": args.eval_episodes}
     o += [f"{k}={v}" for k, v in named.items() if v is not None]
+    o += ["reward.serve=actor"]  # its actor is in the learner's process: a reward model scores there
     cfg = train_config(o + list(args.overrides), run)
+    if cfg.reward.serve == "learner":
+        raise ConfigError("reward.serve=learner: dojo learn scores rewards in its own process; the reward service "
+                          "is for actors over the link (dojo train, or dojo learner + dojo actor)")
     if args.set:  # agent options go to the section of the agent file in use
         cfg = train_config(o + [f"agent.{_agent_file(cfg)}.{item}" for item in args.set] + list(args.overrides), run)
     return cfg

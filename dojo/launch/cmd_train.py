@@ -100,7 +100,7 @@ def progress_display(total: int, desc: str, unit: str, log_lines: bool = False):
 
 # --- learner --------------------------------------------------------------------------------------------
 def run_learner(args: argparse.Namespace) -> int:
-    from dojo.launch.build import check_learner_inputs, make_env, run_spaces
+    from dojo.launch.build import check_learner_inputs, make_env, reward_service, run_spaces
     from dojo.learners.learner import Learner
     from dojo.link import create_keys
 
@@ -112,8 +112,8 @@ def run_learner(args: argparse.Namespace) -> int:
     OmegaConf.save(cfg, run / runs.CONFIG)
     create_keys(run, actors=list(cfg.learner.actors), exist_ok=True)
     setup_logging()
-    learner = Learner(run, cfg, obs_space, action_space, serve=True,
-                      eval_env=make_env(cfg) if cfg.learner.eval_every else None)
+    learner = Learner(run, cfg, obs_space, action_space, serve=True, reward_service=reward_service(cfg),
+                      eval_env=make_env(cfg, local_reward=True) if cfg.learner.eval_every else None)
     fleet = []
 
     def start_fleet() -> None:  # --actors: this learner runs its own fleet once it listens
@@ -141,7 +141,7 @@ def run_learner(args: argparse.Namespace) -> int:
 
 # --- actor ----------------------------------------------------------------------------------------------
 def run_actor(args: argparse.Namespace) -> int:
-    from dojo.launch.build import actor_config, journal_path, make_env, make_operator
+    from dojo.launch.build import actor_config, journal_path, make_env, make_operator, serve_reward
     from dojo.link import LinkClient, row_schema
     from dojo.robot.actor import Actor
 
@@ -168,8 +168,9 @@ def run_actor(args: argparse.Namespace) -> int:
     schema = row_schema({k: (s.shape, s.dtype) for k, s in env.observation_space.spaces.items()},
                         env.action_space.shape[0])
     journal = open_journal(journal_path(cfg, keys))
-    actor = Actor(env, journal, actor_config(cfg),
-                  client=LinkClient(journal, address, keys, actor=cfg.actor.id, schema=schema))
+    client = LinkClient(journal, address, keys, actor=cfg.actor.id, schema=schema)
+    serve_reward(env, client)
+    actor = Actor(env, journal, actor_config(cfg), client=client)
     signal.signal(signal.SIGTERM, lambda *_: actor.stop_event.set())
     try:
         result = actor.run(max_steps=args.steps)
@@ -268,7 +269,7 @@ def _record_demos(cfg, path: Path) -> None:
     have = open_store(path).num_episodes if (path / "zarr.json").exists() else 0
     if have >= cfg.demos.episodes:
         return
-    env = make_env(cfg)
+    env = make_env(cfg, local_reward=True)
     try:
         with EpisodeWriter(path) as writer:
             record(env.unwrapped, writer, cfg.demos.episodes - have, act=make_expert(env.unwrapped),
@@ -282,7 +283,7 @@ def evaluate_snapshot(cfg, run: Path, episodes: int, seed: int = 1_000_000) -> f
     from dojo.launch.build import make_env
     from dojo.policies.evaluation import evaluate_run
 
-    env = make_env(cfg)
+    env = make_env(cfg, local_reward=True)
     try:
         return evaluate_run(run, env, episodes, seed=seed)["success_rate"]
     finally:

@@ -161,12 +161,20 @@ def station_with_reward(cfg: DictConfig) -> dict:
     """The station section as a plain dict, with reward.source / reward.model (when set) in place of its
     robot.task.reward ones: one reward setting for `dojo train` and `dojo actor`, whatever the env."""
     station = OmegaConf.to_container(cfg.robot, resolve=True)
+    reward = station.setdefault("task", {}).setdefault("reward", {})
     if cfg.reward.source:
-        reward = station.setdefault("task", {}).setdefault("reward", {})
-        reward["source"] = cfg.reward.source
-        if cfg.reward.model:
-            reward["model"] = cfg.reward.model
+        reward.update({k: v for k, v in reward_settings(cfg).items() if v != ""})
+    elif cfg.reward.serve != "auto":
+        reward["serve"] = cfg.reward.serve
     return station
+
+
+def reward_settings(cfg) -> dict:
+    """The run's reward.* keys as a station's robot.task.reward section takes them; reward.serve=auto runs a VLM
+    in the learner's reward service and any other model in the actor."""
+    serve = cfg.reward.serve if cfg.reward.serve != "auto" else "learner" if cfg.reward.source == "vlm" else "actor"
+    return {"source": cfg.reward.source, "model": cfg.reward.model, "serve": serve,
+            "every": int(cfg.reward.every), "deadline_s": float(cfg.reward.deadline_s)}
 
 
 def _check_reward(cfg: DictConfig) -> None:
@@ -176,6 +184,9 @@ def _check_reward(cfg: DictConfig) -> None:
     from dojo.robot.tasks import MODEL_KINDS, MODEL_SOURCES
 
     source, model = cfg.reward.source, cfg.reward.model
+    _choice(cfg, "reward.serve", ("auto", "actor", "learner"))
+    _number(cfg, "reward.every", 1, integer=True)
+    _number(cfg, "reward.deadline_s", 0, strict=True)
     if cfg.env.kind == "robot":
         _choice(cfg, "reward.source", ("", *REWARD_SOURCES))
     elif source:
@@ -194,6 +205,9 @@ def _check_reward(cfg: DictConfig) -> None:
         if manifest.kind not in MODEL_KINDS[source]:
             raise ConfigError(f"reward.model {model} is a {manifest.kind} model; reward.source={source} expects "
                               f"{' or '.join(MODEL_KINDS[source])}")
+    elif cfg.reward.serve == "learner" and cfg.env.kind != "robot":
+        raise ConfigError(f"reward.serve=learner serves a reward model, but reward.source={source!r} reads none; "
+                          f"set reward.source to one of {list(MODEL_SOURCES)}")
     elif model:
         raise ConfigError(f"reward.model is set but reward.source={source!r} reads no model; set "
                           f"reward.source to one of {list(MODEL_SOURCES)}")

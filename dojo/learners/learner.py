@@ -78,9 +78,11 @@ class LivePolicy:
 
 class Learner:
     def __init__(self, run_dir: str | os.PathLike, cfg, obs_space, action_space, *, serve: bool = True,
-                 eval_env=None) -> None:
+                 eval_env=None, reward_service=None) -> None:
         """`serve`: take actors' steps over the link; otherwise an in-process actor writes to `journals`.
-        `eval_env` (a canonical env) is where the policy is evaluated every `learner.eval_every`."""
+        `eval_env` (a canonical env) is where the policy is evaluated every `learner.eval_every`.
+        `reward_service` (dojo.rewards.service.RewardService, with `serve`) labels actors' frames; closed here."""
+        self.reward_service = reward_service
         self.run, self.cfg, self.lc, self.eval_env = Path(run_dir), cfg, cfg.learner, eval_env
         self.stop_event = threading.Event()
         self.updates, self.rng = 0, np.random.default_rng(cfg.seed)
@@ -128,7 +130,8 @@ class Learner:
                                      last_seq_by_actor={a: s.last_seq for a, s in self.sinks.items()},
                                      schema=row_schema(self.store_spec, self.action_dim),
                                      status=lambda: {"lead_steps": self.lead_steps(),
-                                                     "done": self.env_steps >= int(self.lc.env_steps)})
+                                                     "done": self.env_steps >= int(self.lc.env_steps)},
+                                     scorer=reward_service)
         self.live_policy = LivePolicy(lambda: self.agent, cfg.seed)
         self._starved = self._done = False
         self._progress, self._info, self._tb = None, {}, None
@@ -354,6 +357,9 @@ class Learner:
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self.reward_service is not None:
+            self.reward_service.close()
+            self.reward_service = None
         for sink in self.sinks.values():
             sink.close()
         for journal in self.journals.values():

@@ -20,8 +20,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from dojo.link.journal import Journal
 from dojo.link.keys import AUTHORIZED_DIR, LEARNER_KEY_NAME, bracket, parse_address, read_key_file
-from dojo.link.wire import (PROTOCOL_VERSION, LinkProtocolError, PublishedParams, Schema, encode_steps, is_int,
-                            pack, require)
+from dojo.link.wire import (PROTOCOL_VERSION, LinkProtocolError, PublishedParams, Schema, encode_score,
+                            encode_steps, is_int, pack, require)
 from dojo.threads import join_thread
 
 log = logging.getLogger("dojo.link")
@@ -92,6 +92,9 @@ class LinkClient:
         self._started_s = time.monotonic()
         self._last_heard_s = self._started_s - timeout_s  # "not connected" until the learner answers
         self._reported_unreachable = False
+        self._scores_out: collections.deque[list[Any]] = collections.deque()  # score requests to send
+        self._scores: dict[int, dict | None] = {}  # request id -> reply (None: asked, not answered yet)
+        self._next_score_id = 0
         self._stop = threading.Event()
 
         self._ctx = zmq.Context()
@@ -117,6 +120,13 @@ class LinkClient:
         self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
                                                 | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                                                 | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        # A score request wakes the link thread at once through this pair (the control thread sends, the link
+        # thread receives), instead of at its next 5 ms round.
+        wake = f"inproc://dojo-link-wake-{id(self)}"
+        self._wake_in = self._ctx.socket(zmq.PAIR)
+        self._wake_in.bind(wake)
+        self._wake_out = self._ctx.socket(zmq.PAIR)
+        self._wake_out.connect(wake)
         self._thread = threading.Thread(target=self._run, name="dojo-link-client", daemon=True)
         self._thread.start()
 
@@ -126,6 +136,29 @@ class LinkClient:
         """The learner's newest status (sent with every ack and pong), e.g. {"lead_steps": ..., "done": ...}."""
         with self._lock:
             return dict(self._learner_status)
+
+    def request_score(self, inputs: dict) -> int:
+        """Ask the learner's reward service to label `inputs` (camera frames, state, "instruction"); returns the
+        request's id for `score_reply`. Sent by the link's thread at its next round (within a few ms)."""
+        with self._lock:
+            self._next_score_id += 1
+            request_id = self._next_score_id
+        frames = encode_score(request_id, inputs)  # raises on inputs that cannot travel, before anything is sent
+        with self._lock:
+            self._scores[request_id] = None
+        self._scores_out.append(frames)
+        self._wake_out.send(b"", zmq.NOBLOCK)
+        return request_id
+
+    def score_reply(self, request_id: int) -> dict | None:
+        """The service's reply to a request ({value, success, source} or {error}), or None while there is none."""
+        with self._lock:
+            return self._scores.get(request_id)
+
+    def forget_score(self, request_id: int) -> None:
+        """Give up on a request: a reply that comes later is dropped."""
+        with self._lock:
+            self._scores.pop(request_id, None)
 
     def latest_params(self) -> PublishedParams | None:
         """The newest parameter snapshot received, or None."""
@@ -146,6 +179,7 @@ class LinkClient:
     def close(self) -> None:
         self._stop.set()
         join_thread(self._thread, 30.0, "the actor link's client thread")
+        self._wake_out.close(linger=0)
         self._ctx.term()
 
     def __enter__(self) -> LinkClient:
@@ -160,11 +194,15 @@ class LinkClient:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
+        poller.register(self._wake_in, zmq.POLLIN)
         last_sync_s = -1e9
         try:
             while not self._stop.is_set():
                 # A short poll: new journal steps are noticed within a few ms without a wake-up channel.
                 events = dict(poller.poll(5))
+                if self._wake_in in events:
+                    while self._wake_in.poll(0):
+                        self._wake_in.recv()
                 if self._monitor in events:
                     self._drain_monitor()
                 self._receive()
@@ -177,6 +215,8 @@ class LinkClient:
                     if self._try_send([pack({"v": PROTOCOL_VERSION, "kind": "sync", "actor": self.actor,
                                              "params_version": self._params_version, "schema": self._schema})]):
                         last_sync_s = now
+                while self._scores_out and self._try_send(self._scores_out[0]):
+                    self._scores_out.popleft()
                 if self._last_heard_s > self._started_s:  # the first reply says where the learner stands
                     self._send_steps()
                 self._report_connectivity(now)
@@ -187,6 +227,7 @@ class LinkClient:
         finally:
             self._sock.disable_monitor()
             self._monitor.close(linger=0)
+            self._wake_in.close(linger=0)
             self._sock.close(linger=0)
 
     def _try_send(self, frames: list[Any]) -> bool:
@@ -261,6 +302,12 @@ class LinkClient:
         kind = header["kind"]
         if kind == "refused":  # final, and not a learner this actor is connected to
             self._refuse(f"the learner at {self.learner} refused this actor: {header.get('detail')}")
+            return
+        if kind == "score":
+            with self._lock:
+                self._last_heard_s = time.monotonic()
+                if header.get("id") in self._scores:  # not given up on
+                    self._scores[header["id"]] = header
             return
         acked = header.get("acked_seq", 0)
         require(is_int(acked), "bad_header", f"acked_seq must be an int, got {acked!r}")

@@ -87,14 +87,15 @@ class MemoryJournal:
 
 
 def row_step(obs: Mapping[str, np.ndarray], action, reward: float, terminal: bool, truncated: bool,
-             intervened: bool, begin: Mapping | None = None, final: bool = False, success: bool = False) -> dict:
+             intervened: bool, begin: Mapping | None = None, final: bool = False, success: bool = False,
+             reward_missed: int = 0) -> dict:
     step = {f"obs/{k}": np.asarray(v) for k, v in obs.items()}
     step.update(action=np.asarray(action, np.float32), reward=float(reward), terminal=bool(terminal),
                 truncated=bool(truncated), intervened=bool(intervened), final=bool(final))
     if begin is not None:
         step.update({f"meta/{k}": begin[k] for k in META_FIELDS if begin.get(k) is not None})
     if final:
-        step["success"] = bool(success)
+        step.update(success=bool(success), reward_missed=int(reward_missed))
     return step
 
 
@@ -112,7 +113,7 @@ def apply_step(writer: EpisodeWriter, step: Mapping) -> None:
             writer.close_unfinished()
         writer.begin_episode(**{k: step[f"meta/{k}"] for k in META_FIELDS if f"meta/{k}" in step})
     if step["final"]:
-        writer.end_episode(obs, bool(step["success"]))
+        writer.end_episode(obs, bool(step["success"]), int(step.get("reward_missed", 0)))
     else:
         writer.add_step(obs, step["action"], step["reward"], step["terminal"], step["truncated"], step["intervened"])
 
@@ -167,9 +168,10 @@ class StoreJournal:
         begin, self._begin = self._begin, None
         return self._push(row_step(obs, action, reward, terminal, truncated, intervened, begin))
 
-    def end_episode(self, final_obs, success: bool) -> int:
+    def end_episode(self, final_obs, success: bool, reward_missed: int = 0) -> int:
         padding = np.zeros(self._action_shape, np.float32)
-        return self._push(row_step(final_obs, padding, 0.0, False, False, False, final=True, success=success))
+        return self._push(row_step(final_obs, padding, 0.0, False, False, False, final=True, success=success,
+                                   reward_missed=reward_missed))
 
     def _push(self, step: dict) -> int:
         if self._error is not None:
@@ -266,7 +268,8 @@ class StoreJournal:
         obs = {k: reader.read(f"obs/{k}", lo, hi) for k in reader.obs_keys}
         return [row_step({k: v[i] for k, v in obs.items()}, block["action"][i], block["reward"][i],
                          block["terminal"][i], block["truncated"][i], block["intervened"][i],
-                         begin=begins.get(row), final=row in ends, success=bool(row in ends and ends[row].success))
+                         begin=begins.get(row), final=row in ends, success=bool(row in ends and ends[row].success),
+                         reward_missed=ends[row].reward_missed if row in ends else 0)
                 for i, row in enumerate(range(lo, hi))]
 
 

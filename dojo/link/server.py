@@ -74,7 +74,8 @@ class LinkServer:
     With a `schema` (the run's arrays: key -> (shape, dtype)), an actor whose sync announces other arrays is
     refused, and a step whose arrays differ never reaches `on_steps`: a store never holds mixed shapes.
     `status()` (msgpack-able, called on the serving thread) goes with every ack and pong: the learner's news
-    for its actors, such as how far their data runs ahead of its updates.
+    for its actors, such as how far their data runs ahead of its updates. A `scorer` (a
+    dojo.rewards.service.RewardService) answers actors' score requests: the learner's reward service.
 
     Use either `poll(timeout_s)` from your own loop, or `start()` to serve from a background thread (then
     `on_steps` runs on that thread). `publish()` and `stats()` are thread-safe.
@@ -84,7 +85,7 @@ class LinkServer:
                  port: int = DEFAULT_PORT, last_seq_by_actor: Mapping[str, int] | None = None,
                  max_message_bytes: int = 64 << 20, rcv_hwm: int = 64, heartbeat_s: float = 0.5,
                  timeout_s: float = 3.0, schema: Schema | None = None,
-                 status: Callable[[], dict[str, Any]] | None = None):
+                 status: Callable[[], dict[str, Any]] | None = None, scorer=None):
         if not (is_int(port) and 0 <= port <= 65535):
             raise ValueError(f"link port must be in 1..65535 (0: any free port), got {port!r}")
         keys_dir = Path(keys_dir)
@@ -99,6 +100,7 @@ class LinkServer:
         self._counts: collections.Counter[str] = collections.Counter()
         self._snapshot: PublishedParams | None = None
         self._status = status
+        self._scorer = scorer
         self._snapshot_dirty = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -190,6 +192,11 @@ class LinkServer:
             handled += 1
         if self._snapshot_dirty:
             self._push_snapshot()
+        if self._scorer is not None:
+            for actor_id, reply in self._scorer.replies():
+                state = self._actors.get(actor_id)
+                if state is not None:
+                    self._reply(state.identity, reply)
         return handled
 
     def start(self) -> LinkServer:
@@ -199,7 +206,7 @@ class LinkServer:
 
         def serve() -> None:
             while not self._stop.is_set():
-                self.poll(0.005)
+                self.poll(0.001 if self._scorer is not None and self._scorer.pending() else 0.005)
         self._thread = threading.Thread(target=serve, name="dojo-link-server", daemon=True)
         self._thread.start()
         return self
@@ -265,6 +272,9 @@ class LinkServer:
         with self._lock:
             state = self._actors.setdefault(actor_id, _ActorState(0))
             state.identity, state.last_seen_s = identity, now
+        if header["kind"] == "score":
+            self._score(actor_id, identity, header, steps[0])
+            return
         sync = header["kind"] == "sync"
         problem = self._refusal(actor_id, header) if sync else self._step_problem(actor_id, steps)
         if problem:
@@ -277,6 +287,15 @@ class LinkServer:
             self._serve_params(state, now, reply_anyway=True)
         else:
             self._store(actor_id, state, identity, header, steps)
+
+    def _score(self, actor_id: str, identity: bytes, header: dict[str, Any], inputs: Step) -> None:
+        if self._scorer is None:
+            self._reply(identity, {"kind": "score", "id": header["id"], "error": "this learner serves no reward "
+                                   "model: start it with the actor's reward.source and reward.model, and "
+                                   "reward.serve=learner"})
+        else:
+            self._count("score_requests")
+            self._scorer.submit(actor_id, header["id"], inputs)
 
     def _step_problem(self, actor_id: str, steps: list[Step]) -> str | None:
         if self.schema is None:

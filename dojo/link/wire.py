@@ -6,10 +6,13 @@ Frames of one multipart message, actor -> learner:
             s: {key: scalar}}, ...]}, then one frame per array, in order
     sync:   header {v, kind: "sync", params_version, actor, schema}   (heartbeat; asks for newer
             parameters; `schema` {key: [shape, dtype]} is what this actor's steps hold)
+    score:  header {v, kind: "score", id, steps: [one step as above]}, then its arrays: camera frames (and
+            state) for the learner's reward service to label (dojo.rewards.service)
 
 learner -> actor: {kind: "ack" | "pong" | "error" | "refused", acked_seq, ...}, or {kind: "params",
 version, metadata, acked_seq} followed by the parameter blob. Acks and pongs carry the learner's `status`
-(e.g. how far the actors run ahead of its updates). "refused" (keys, an id or arrays that do not fit the
+(e.g. how far the actors run ahead of its updates). A score request is answered by {kind: "score", id,
+value, success, source} or {kind: "score", id, error}. "refused" (keys, an id or arrays that do not fit the
 run) is final: the actor stops.
 """
 
@@ -104,6 +107,16 @@ def _shape_dtype(shape: Sequence[int], dtype: str) -> str:
 
 def encode_steps(first_seq: int, epoch: int, steps: Sequence[Step]) -> list[Any]:
     """Frames for a batch of steps: one msgpack header, then each array's raw bytes."""
+    return _encode({"v": PROTOCOL_VERSION, "kind": "steps", "first_seq": first_seq, "epoch": epoch}, steps)
+
+
+def encode_score(request_id: int, inputs: Step) -> list[Any]:
+    """Frames asking the learner's reward service to label one frame set: `inputs` holds the cameras' uint8
+    frames (and "state"); its "instruction" str travels in the header."""
+    return _encode({"v": PROTOCOL_VERSION, "kind": "score", "id": request_id}, [inputs])
+
+
+def _encode(header: dict[str, Any], steps: Sequence[Step]) -> list[Any]:
     descs, buffers = [], []
     for step in steps:
         arrays, scalars = [], {}
@@ -124,8 +137,7 @@ def encode_steps(first_seq: int, epoch: int, steps: Sequence[Step]) -> list[Any]
             arrays.append([key, a.dtype.str, list(a.shape)])
             buffers.append(np.ascontiguousarray(a))
         descs.append({"a": arrays, "s": scalars})
-    header = {"v": PROTOCOL_VERSION, "kind": "steps", "first_seq": first_seq, "epoch": epoch, "steps": descs}
-    return [pack(header), *buffers]
+    return [pack({**header, "steps": descs}), *buffers]
 
 
 def require(cond: bool, reason: str, detail: str) -> None:
@@ -164,10 +176,16 @@ def decode_message(frames: Sequence[Any], max_message_bytes: int, max_header_byt
         if schema is not None:
             header["schema"] = _decode_schema(schema)
         return header, []
-    require(kind == "steps", "unknown_kind", f"kind {kind!r}, expected 'steps' or 'sync'")
-    first_seq, epoch, descs = header.get("first_seq"), header.get("epoch"), header.get("steps")
-    require(is_int(first_seq) and first_seq >= 1, "bad_header", f"first_seq must be an int >= 1, got {first_seq!r}")
-    require(is_int(epoch) and epoch >= 0, "bad_header", f"epoch must be an int >= 0, got {epoch!r}")
+    require(kind in ("steps", "score"), "unknown_kind", f"kind {kind!r}, expected 'steps', 'sync' or 'score'")
+    descs = header.get("steps")
+    if kind == "score":
+        require(is_int(header.get("id")), "bad_header", "score needs an int id")
+        max_steps = 1
+    else:
+        first_seq, epoch = header.get("first_seq"), header.get("epoch")
+        require(is_int(first_seq) and first_seq >= 1, "bad_header",
+                f"first_seq must be an int >= 1, got {first_seq!r}")
+        require(is_int(epoch) and epoch >= 0, "bad_header", f"epoch must be an int >= 0, got {epoch!r}")
     require(isinstance(descs, list) and 0 < len(descs) <= max_steps, "bad_header",
            f"steps must be a list of 1..{max_steps} entries")
     n_arrays = sum(len(d.get("a", ())) if isinstance(d, dict) else 0 for d in descs)

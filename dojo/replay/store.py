@@ -48,10 +48,11 @@ META_DTYPES = {
     "calibration_id": str,
     "reset_seed": np.int64,  # the seed the env was reset with; -1 when unknown
     "reward_source": str,  # what produced the stored rewards: "" (the recording env), or "<kind>:<model id>"
+    "reward_missed": np.int64,  # labels a reward service did not return in time (their steps got reward 0)
 }
 # Fields added after the first stores were written: a store without the array reads as these values,
 # and the next writer to open it adds the array.
-META_DEFAULTS = {"reset_seed": -1, "reward_source": ""}
+META_DEFAULTS = {"reset_seed": -1, "reward_source": "", "reward_missed": 0}
 META_STRINGS = tuple(k for k, v in META_DTYPES.items() if v is str)
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CHUNK_TARGET_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: few files, cheap partial rewrites
@@ -84,6 +85,7 @@ class EpisodeInfo:
     start_time_s: float = 0.0
     reset_seed: int = -1  # the seed the environment was reset with; -1 when unknown
     reward_source: str = ""  # "" = the recording env's reward; "<kind>:<model id>" after `dojo replay relabel`
+    reward_missed: int = 0  # labels the reward service did not return within its deadline
 
     @property
     def num_steps(self) -> int:
@@ -350,7 +352,7 @@ class StoreReader:
             values = {k: new[k][i] for k in META_DTYPES}
             for k in META_STRINGS:
                 values[k] = str(values[k])
-            for k in ("start_row", "stop_row", "reset_seed"):
+            for k in ("start_row", "stop_row", "reset_seed", "reward_missed"):
                 values[k] = int(values[k])
             for k in ("finished", "success"):
                 values[k] = bool(values[k])
@@ -778,7 +780,7 @@ class EpisodeWriter:
             "start_row": self.num_rows, "source": source, "task": str(task), "instruction": str(instruction),
             "operator": str(operator), "robot": str(robot), "calibration_id": str(calibration_id),
             "start_time_s": time.time() if start_time_s is None else float(start_time_s),
-            "reset_seed": int(reset_seed), "reward_source": str(reward_source),
+            "reset_seed": int(reset_seed), "reward_source": str(reward_source), "reward_missed": 0,
         }
         self._ep_reward, self._ep_terminal, self._ended = [], [], False
 
@@ -820,8 +822,9 @@ class EpisodeWriter:
         if self._clock() - self._buf_since_s >= self.commit_interval_s:
             self.flush()
 
-    def end_episode(self, final_obs: Mapping[str, np.ndarray], success: bool) -> EpisodeInfo:
-        """Append the final observation, close the episode and commit it now."""
+    def end_episode(self, final_obs: Mapping[str, np.ndarray], success: bool, reward_missed: int = 0) -> EpisodeInfo:
+        """Append the final observation, close the episode and commit it now. `reward_missed`: how many of
+        its labels a reward service did not return in time."""
         if self._open is None:
             raise RuntimeError("end_episode called with no open episode")
         if not self._ep_reward:
@@ -830,7 +833,8 @@ class EpisodeWriter:
         self._append_row(obs, np.zeros(self._action_dim, np.float32), 0.0, False, False, False, 0.0)
         mc = mc_return_to_go(np.array(self._ep_reward), np.array(self._ep_terminal),
                              self._fmt["mc_gamma"], self._fmt["failure_reward"])
-        meta = dict(self._open, stop_row=self.num_rows, finished=True, success=bool(success))
+        meta = dict(self._open, stop_row=self.num_rows, finished=True, success=bool(success),
+                    reward_missed=int(reward_missed))
         self._closed_pending.append((meta, np.append(mc, np.float32(0.0))))
         self._open = None
         self.flush()
@@ -1035,7 +1039,8 @@ def append_episodes(source: str | os.PathLike, writer: EpisodeWriter) -> int:
         for t in range(ep.info.num_steps):
             writer.add_step({k: v[t] for k, v in ep.obs.items()}, ep.action[t], ep.reward[t], ep.terminal[t],
                             ep.truncated[t], bool(ep.intervened[t]))
-        writer.end_episode({k: v[-1] for k, v in ep.obs.items()}, success=ep.info.success)
+        writer.end_episode({k: v[-1] for k, v in ep.obs.items()}, success=ep.info.success,
+                           reward_missed=ep.info.reward_missed)
         copied += 1
     return copied
 

@@ -259,8 +259,17 @@ class RewardModel(abc.ABC):
         if self.threshold is None:
             raise ValueError(f"this {self.kind} model has no threshold: it gives a reward, not a success "
                              "(train it with a threshold, or use score())")
+        return self.verdict(frames, instruction, state)[1]
+
+    def verdict(self, frames: Mapping[str, np.ndarray], instruction: str | None = None,
+                state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores, success) from one pass of the model: success as `success()` gives it, None without a
+        threshold (a preference model's reward)."""
         inputs, batch = self.check_inputs(frames, state)
-        ok = np.asarray(self._score(inputs, self.check_instruction(instruction))) >= self.threshold
+        scores = np.asarray(self._score(inputs, self.check_instruction(instruction)), np.float32)
+        if self.threshold is None:
+            return scores, None
+        ok = scores >= self.threshold
         if self.manifest.state_check:
             if state is None:
                 raise ValueError(f"this model ANDs state checks {[c.to_dict() for c in self.manifest.state_check]}"
@@ -268,7 +277,7 @@ class RewardModel(abc.ABC):
             state = np.asarray(state, np.float32).reshape(batch, -1)
             for check in self.manifest.state_check:
                 ok &= check.holds(state)
-        return ok
+        return scores, ok
 
     def check_instruction(self, instruction: str | None) -> str:
         known = self.manifest.instructions

@@ -142,7 +142,8 @@ class Actor:
                                    operator="policy", robot=self.config.robot, reset_seed=seed,
                                    calibration_id=getattr(self.robot, "calibration_id", ""),
                                    reward_source=getattr(getattr(self.robot, "task", None), "reward_source", ""))
-        self._episode = {"steps": 0, "interventions": 0, "intervened_steps": 0, "was_intervened": False}
+        self._episode = {"steps": 0, "interventions": 0, "intervened_steps": 0, "was_intervened": False,
+                         "reward_missed": 0}
 
     def step(self) -> bool:
         """One control tick: an env step with the policy (True), or holding still while there is none to act
@@ -178,6 +179,7 @@ class Actor:
         ep["intervened_steps"] += intervened
         ep["interventions"] += intervened and not ep["was_intervened"]
         ep["was_intervened"] = intervened
+        ep["reward_missed"] += bool(info.get("reward_missed", False))
         if terminated or truncated:
             self._end_episode(bool(info.get("success", False)), bool(info.get("estop", False)))
         if self._clock is not None:
@@ -186,9 +188,10 @@ class Actor:
 
     def _end_episode(self, success: bool, estop: bool) -> None:
         ep = self._episode
-        self.journal.end_episode(self._obs, success=success)
-        log.info("episode %d: success %s, %d steps, %d interventions over %d steps", self.episodes, success,
-                 ep["steps"], ep["interventions"], ep["intervened_steps"])
+        self.journal.end_episode(self._obs, success=success, reward_missed=ep["reward_missed"])
+        log.info("episode %d: success %s, %d steps, %d interventions over %d steps%s", self.episodes, success,
+                 ep["steps"], ep["interventions"], ep["intervened_steps"],
+                 f", {ep['reward_missed']} reward labels missed" if ep["reward_missed"] else "")
         self.interventions += ep["interventions"]
         self.episodes, self.successes = self.episodes + 1, self.successes + success
         self._obs = None  # the next step resets
@@ -227,5 +230,7 @@ class Actor:
             self.journal.close()
 
     def summary(self) -> dict:
+        remote = getattr(getattr(self.robot, "task", None), "remote", None)  # the learner's reward service
         return {"steps": self.steps, "episodes": self.episodes, "successes": self.successes,
-                "interventions": self.interventions, "params_version": self.version}
+                "interventions": self.interventions, "params_version": self.version,
+                **(remote.summary() if remote is not None else {})}

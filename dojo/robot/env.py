@@ -142,7 +142,8 @@ class RobotEnv(gym.Env):
         terminated = bool(status.success and self.config.terminate_on_success)
         truncated = self._steps >= self.config.max_episode_steps or self.estop.engaged or status.ended
         info = {"success": status.success, "intervened": intervened, "estop": self.estop.engaged,
-                "executed_action": action.astype(np.float32), "frame_ages_s": ages}
+                "executed_action": action.astype(np.float32), "frame_ages_s": ages,
+                "reward_missed": status.label_missed}
         if intervened:
             info["teleop_action"] = action.astype(np.float32)
         return obs, float(status.reward), terminated, bool(truncated), info

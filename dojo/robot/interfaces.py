@@ -70,6 +70,7 @@ class TaskStatus:
     reward: float
     success: bool
     ended: bool = False  # the episode must end now without success (e.g. a person pressed fail)
+    label_missed: bool = False  # the reward service's label did not come within its deadline (reward 0)
 
 
 class Arm(abc.ABC):

@@ -81,6 +81,9 @@ class RewardSection:
     tolerance_m: float = 0.02  # pose: how close
     gripper: str = "any"  # pose: any | closed | open, at success
     model: str = ""  # classifier / vlm / preference: the model folder
+    serve: str = "actor"  # where the model runs: actor (scores every step) | learner (its reward service)
+    every: int = 10  # serve=learner: ask for a label every k steps (and on an episode's last step)
+    deadline_s: float = 2.0  # serve=learner: wait at most this long for a label; later, it counts as missed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +250,12 @@ def _check(s: Station) -> None:
     need(reward.tolerance_m > 0, f"robot.task.reward.tolerance_m must be > 0, got {reward.tolerance_m}")
     need(reward.gripper in ("any", "closed", "open"),
          f"robot.task.reward.gripper must be any, closed or open, got {reward.gripper!r}")
+    need(reward.serve in ("actor", "learner"),
+         f"robot.task.reward.serve must be actor or learner, got {reward.serve!r}")
+    need(isinstance(reward.every, int) and not isinstance(reward.every, bool) and reward.every >= 1,
+         f"robot.task.reward.every must be an integer >= 1, got {reward.every!r}")
+    need(isinstance(reward.deadline_s, (int, float)) and 0 < reward.deadline_s < float("inf"),
+         f"robot.task.reward.deadline_s must be a number > 0, got {reward.deadline_s!r}")
     need(reset.mode in RESET_MODES, f"robot.task.reset.mode must be one of {list(RESET_MODES)}, got {reset.mode!r}")
     need(reset.timeout_s > 0, f"robot.task.reset.timeout_s must be > 0, got {reset.timeout_s}")
     need(reset.xy_noise_m >= 0 and reset.yaw_noise_rad >= 0 and reset.person_delay_s >= 0,

@@ -37,15 +37,20 @@ class StationTask(Task):
         self.instruction = section.instruction or getattr(scene, "instruction", "")
         self.obs_dim = scene.obs_dim if scene is not None and obs_features else 0
         self._success_pressed = False
-        self.reward_model, self.reward_cameras = None, {}
+        self.reward_model, self.manifest, self.reward_cameras = None, None, {}
+        self.remote, self._t, self.episode_steps = None, 0, section.max_episode_steps
         if self.reward.source in MODEL_SOURCES:
-            from dojo.rewards.base import load_reward_model
+            from dojo.rewards.base import load_reward_model, read_manifest
 
             if not self.reward.model:
                 raise ValueError(f"reward.source={self.reward.source} needs reward.model, the model's folder")
-            self.reward_model = load_reward_model(self.reward.model)
-            if self.reward_model.kind not in MODEL_KINDS[self.reward.source]:
-                raise ValueError(f"reward.model {self.reward.model} is a {self.reward_model.kind} model; "
+            if self.reward.serve == "learner":  # the weights stay on the learner; its manifest says what to send
+                self.manifest = read_manifest(self.reward.model)
+            else:
+                self.reward_model = load_reward_model(self.reward.model)
+                self.manifest = self.reward_model.manifest
+            if self.manifest.kind not in MODEL_KINDS[self.reward.source]:
+                raise ValueError(f"reward.model {self.reward.model} is a {self.manifest.kind} model; "
                                  f"reward.source={self.reward.source} expects "
                                  f"{' or '.join(MODEL_KINDS[self.reward.source])}")
             self.instruction = self.instruction or self._model_instruction()
@@ -54,28 +59,34 @@ class StationTask(Task):
     def reward_source(self) -> str:
         """What the stores record as the episodes' reward_source: "" for the env's own (the twin's truth, a
         pose, a person), "<kind>:<id>:v<version>" for a reward model."""
-        return self.reward_model.reward_source if self.reward_model is not None else ""
+        return self.manifest.reward_source if self.manifest is not None else ""
+
+    def serve_from(self, remote, episode_steps: int) -> None:
+        """With reward.serve=learner: label through `remote` (a dojo.rewards.service.RemoteReward) every
+        reward.every steps and on step `episode_steps`, an episode's last."""
+        self.remote, self.episode_steps = remote, int(episode_steps)
 
     def _model_instruction(self) -> str:
-        known = self.reward_model.manifest.instructions
+        known = self.manifest.instructions
         return known[0] if len(known) == 1 else ""
 
     def use_cameras(self, cameras: dict[str, Camera]) -> None:
         """The cameras the reward model reads, checked against the model's cameras and image size."""
-        if self.reward_model is None:
+        if self.manifest is None:
             return
-        size = self.reward_model.manifest.image_size
-        for name in self.reward_model.manifest.cameras:
+        size = self.manifest.image_size
+        for name in self.manifest.cameras:
             if name not in cameras:
                 raise ValueError(f"reward.model {self.reward.model} reads camera {name!r}; the station has "
                                  f"{sorted(cameras)}")
             if size is not None and tuple(cameras[name].shape) != tuple(size):
                 raise ValueError(f"camera {name!r} gives {cameras[name].shape[0]}x{cameras[name].shape[1]} "
                                  f"frames; reward.model {self.reward.model} expects {size[0]}x{size[1]}")
-        self.reward_cameras = {name: cameras[name] for name in self.reward_model.manifest.cameras}
+        self.reward_cameras = {name: cameras[name] for name in self.manifest.cameras}
 
     def reset(self, rng: np.random.Generator) -> None:
         self._success_pressed = False
+        self._t = -1  # the env's status call right after a reset makes it 0: step t's call sees t
         if self.scene is not None:
             self.scene.reset(rng)
 
@@ -94,7 +105,7 @@ class StationTask(Task):
             self._success_pressed = self._success_pressed or bool(teleop is not None and teleop.success)
             failed = bool(teleop is not None and teleop.fail)
             return TaskStatus(reward=float(self._success_pressed), success=self._success_pressed, ended=failed)
-        if self.reward_model is not None:
+        if self.manifest is not None:
             return self._model_status(obs or {})
         raise ValueError(f"reward.source={source!r} has no reward model loaded")
 
@@ -102,9 +113,8 @@ class StationTask(Task):
         """The model's verdict on this step's frames: the observation's where it has them (the same pixels the
         policy sees), else a fresh read of the reward camera. A success model gives reward 1 on success, which
         ends the episode; a preference model gives its reward and never ends one."""
-        model = self.reward_model
         frames = {}
-        for name in model.manifest.cameras:
+        for name in self.manifest.cameras:
             if name in obs:
                 frames[name] = obs[name]
             elif name in self.reward_cameras:
@@ -113,10 +123,31 @@ class StationTask(Task):
                 raise ValueError(f"reward.model {self.reward.model} reads camera {name!r}, which neither the "
                                  "observation nor the task's reward cameras have")
         state = obs.get("state")
-        instruction = self.instruction or None
-        if model.threshold is None:
-            return TaskStatus(reward=float(model.score(frames, instruction, state=state)[0]), success=False)
-        success = bool(model.success(frames, instruction, state=state)[0])
+        if self.reward_model is None:
+            return self._served_status(frames, state)
+        scores, success = self.reward_model.verdict(frames, self.instruction or None, state=state)
+        if success is None:  # a preference model's reward
+            return TaskStatus(reward=float(scores[0]), success=False)
+        return TaskStatus(reward=float(success[0]), success=bool(success[0]))
+
+    def _served_status(self, frames: dict, state) -> TaskStatus:
+        """reward.serve=learner: a label from the learner's reward service every reward.every steps and on the
+        episode's last; between labels reward 0. A label not back within reward.deadline_s is missed: the
+        step is flagged and the episode goes on."""
+        if self.remote is None:
+            raise ValueError("reward.serve=learner: the reward model runs in the learner, and this env has no link "
+                             "to one (run it as `dojo actor` or `dojo train`, or set reward.serve=actor)")
+        self._t += 1
+        if self._t <= 0 or (self._t % self.reward.every and self._t < self.episode_steps):
+            return TaskStatus(reward=0.0, success=False)
+        got = self.remote.label(frames, self.instruction, state)
+        if got is None:
+            log.warning("no label from the learner's reward service within %.2f s at step %d (%d missed so far); "
+                        "the episode goes on", self.reward.deadline_s, self._t, self.remote.missed)
+            return TaskStatus(reward=0.0, success=False, label_missed=True)
+        score, success = got
+        if success is None:
+            return TaskStatus(reward=score, success=False)
         return TaskStatus(reward=float(success), success=success)
 
     def observation(self) -> np.ndarray:

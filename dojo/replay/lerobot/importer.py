@@ -262,11 +262,14 @@ def _write_episode(writer: EpisodeWriter, ep: dict, frames: pa.Table, obs: dict,
         raise ValueError(f"episode {index}: task_index {int(_numpy(frames, 'task_index')[0])} is not in "
                          "meta/tasks.parquet")
     if from_dojo:
-        meta = {k: ep[f"dojo/{k}"] for k in DOJO_FIELDS if f"dojo/{k}" in ep and k not in ("finished", "success")}
+        ended = ("finished", "success", "reward_missed")  # what end_episode takes
+        meta = {k: ep[f"dojo/{k}"] for k in DOJO_FIELDS if f"dojo/{k}" in ep and k not in ended}
         success = bool(ep["dojo/success"])
+        end_meta = {"reward_missed": int(ep.get("dojo/reward_missed", 0))}
     else:
         meta = {"source": "demo", "task": "", "robot": robot}
         success = bool(_numpy(frames, SUCCESS).any()) if SUCCESS in names else False
+        end_meta = {}
     meta["source"] = source or meta["source"]
     meta["task"] = task if task is not None else meta["task"]
     writer.begin_episode(instruction=first_task, **meta)
@@ -280,5 +283,5 @@ def _write_episode(writer: EpisodeWriter, ep: dict, frames: pa.Table, obs: dict,
     if not finished:
         writer.close_unfinished()
     else:
-        writer.end_episode({k: v[n - 1] for k, v in obs.items()}, success=success)
+        writer.end_episode({k: v[n - 1] for k, v in obs.items()}, success=success, **end_meta)
     return n - 1 if from_dojo else n  # the store's count: rows with a next observation
