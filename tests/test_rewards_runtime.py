@@ -98,6 +98,19 @@ def test_a_classifier_that_always_says_success_ends_the_episode_at_once(classifi
     assert terminated and success and rewards == [1.0] and steps == 1
 
 
+def test_evaluation_in_the_twin_is_scored_by_its_truth(classifier):
+    """A run that practised with a reward model is evaluated (dojo eval, dojo train's final evaluation,
+    learner.eval_every) by the twin's ground truth: the classifier that always says success ends nothing there."""
+    from dojo.launch.build import eval_config
+
+    model = saved_with_threshold(classifier, 0.0)
+    env = make_env(eval_config(sim_config("reward.source=classifier", f"reward.model={model}")))
+    assert env.unwrapped.task.name == "pick_cube" and not hasattr(env.unwrapped.task, "manifest")
+    rewards, terminated, success, steps = run_expert(env)
+    env.close()
+    assert terminated and success and steps > 1 and rewards[:-1] == [0.0] * (steps - 1)
+
+
 def test_the_reward_is_the_models_verdict_on_the_camera_frame(classifier):
     model_dir = saved_with_threshold(classifier, 0.5)
     env = make_env(sim_config("env.obs_mode=both", f"env.image_size={SIZE}", "reward.source=classifier",

@@ -63,6 +63,16 @@ def make_env(cfg, local_reward: bool = False):
         raise ConfigError(f"{cfg.env.id or cfg.task} cannot be learned by dojo's agents: {err}") from None
 
 
+def eval_config(cfg):
+    """The config an evaluation's env is made from: in the twin its ground truth scores success, whatever
+    reward model the run practised with; elsewhere the run's reward model, scored in this process."""
+    from omegaconf import OmegaConf
+
+    if cfg.env.kind == "sim":
+        return OmegaConf.merge(cfg, {"reward": {"source": "", "model": "", "serve": "auto"}})
+    return OmegaConf.merge(cfg, {"reward": {"serve": "actor"}}) if cfg.reward.source else cfg
+
+
 def _closing_on_error(env, step) -> None:
     """Run `step` on a built env; if it fails, close the env (its devices, renderers) before raising."""
     try:

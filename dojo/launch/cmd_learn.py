@@ -118,7 +118,7 @@ def _agent_file(cfg) -> str:
 def _learn(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from dojo.launch.build import actor_config, check_learner_inputs, make_env, make_operator, run_spaces
+    from dojo.launch.build import actor_config, check_learner_inputs, eval_config, make_env, make_operator, run_spaces
     from dojo.launch.cmd_train import progress_display, setup_logging
     from dojo.learners.learner import Learner
     from dojo.robot.actor import Actor
@@ -135,7 +135,7 @@ def _learn(args: argparse.Namespace) -> int:
     eval_env = None
     try:
         OmegaConf.save(cfg, run / runs.CONFIG)
-        eval_env = make_env(cfg) if env is not None and cfg.learner.eval_every else None
+        eval_env = make_env(eval_config(cfg)) if env is not None and cfg.learner.eval_every else None
         learner = Learner(run, cfg, obs_space, action_space, serve=False, eval_env=eval_env)
         actor = None
         if online:
@@ -161,7 +161,7 @@ def _learn(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from dojo.launch.build import make_env
+    from dojo.launch.build import eval_config, make_env
     from dojo.launch.cmd_train import train_config
     from dojo.policies.evaluation import evaluate_run
 
@@ -172,8 +172,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"run {args.run!r} has no {runs.SNAPSHOT}")
     if not (args.env or args.sim or args.robot or (run / runs.CONFIG).exists()):
         raise ConfigError(f"run {args.run!r} has no {runs.CONFIG}: give --env ID, --sim TASK or --robot FILE")
-    env = make_env(train_config(_env_overrides(args), run if (run / runs.CONFIG).exists() else None,
-                                robot=args.robot))
+    env = make_env(eval_config(train_config(_env_overrides(args), run if (run / runs.CONFIG).exists() else None,
+                                            robot=args.robot)))
     try:
         result = evaluate_run(run, env, args.episodes, seed=args.seed)
     finally:

@@ -100,7 +100,7 @@ def progress_display(total: int, desc: str, unit: str, log_lines: bool = False):
 
 # --- learner --------------------------------------------------------------------------------------------
 def run_learner(args: argparse.Namespace) -> int:
-    from dojo.launch.build import check_learner_inputs, make_env, reward_service, run_spaces
+    from dojo.launch.build import check_learner_inputs, eval_config, make_env, reward_service, run_spaces
     from dojo.learners.learner import Learner
     from dojo.link import create_keys
 
@@ -113,7 +113,7 @@ def run_learner(args: argparse.Namespace) -> int:
     create_keys(run, actors=list(cfg.learner.actors), exist_ok=True)
     setup_logging()
     learner = Learner(run, cfg, obs_space, action_space, serve=True, reward_service=reward_service(cfg),
-                      eval_env=make_env(cfg, local_reward=True) if cfg.learner.eval_every else None)
+                      eval_env=make_env(eval_config(cfg)) if cfg.learner.eval_every else None)
     fleet = []
 
     def start_fleet() -> None:  # --actors: this learner runs its own fleet once it listens
@@ -279,11 +279,12 @@ def _record_demos(cfg, path: Path) -> None:
 
 
 def evaluate_snapshot(cfg, run: Path, episodes: int, seed: int = 1_000_000) -> float | None:
-    """Success rate of the run's snapshot, acting deterministically, over seeded episodes of its env."""
-    from dojo.launch.build import make_env
+    """Success rate of the run's snapshot, acting deterministically, over seeded episodes of its env (in the twin
+    by its ground truth, also when the run practised with a reward model)."""
+    from dojo.launch.build import eval_config, make_env
     from dojo.policies.evaluation import evaluate_run
 
-    env = make_env(cfg, local_reward=True)
+    env = make_env(eval_config(cfg))
     try:
         return evaluate_run(run, env, episodes, seed=seed)["success_rate"]
     finally:

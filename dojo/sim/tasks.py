@@ -230,6 +230,7 @@ PegInsert.objects_xml = PegInsert._objects_xml()
 
 TASKS: dict[str, type[SimTask]] = {cls.name: cls for cls in (Reach, PickCube, PegInsert)}
 
-# The multi-task language scene (one task per instruction) registers itself in TASKS; imported last because it
-# builds on the classes above, and here so that every reader of TASKS sees its tasks.
+# The multi-task language scene (one task per instruction) and the reset-free task pair register themselves in
+# TASKS; imported last because they build on the classes above, and here so that every reader of TASKS sees them.
 import dojo.sim.multitask  # noqa: E402,F401
+import dojo.sim.task_pair  # noqa: E402,F401

@@ -1,0 +1,194 @@
+"""The twin's reset-free task pair (RoboFuME / SERL forward-backward practice): a cube and two pads, red and green.
+
+Forward, `cube_to_green`, puts the cube on the green pad; backward, `cube_to_red`, puts it back on the red pad.
+Each undoes the other, so a robot can practise them in turns with no one resetting the scene in between.
+
+Reset-free attempts. Both directions are one task class over one scene; `task.direction` says which goal holds
+now. `task.begin_attempt("backward")` switches the goal (instruction, name, observed target pad, success) and
+touches no physics; the env's next `env.reset()` then keeps the scene as the last attempt left it and only takes
+the arm home (the task's `reset` skips the scene once). A reset with no `begin_attempt` before it is a full reset
+of the scene, the cube placed on the current direction's start pad: the person's reset (dojo.robot.tasks's
+HumanReset, answered in the twin by dojo.sim.person.SimPerson), asked for when `stuck_reason()` says so::
+
+    env = make_env("cube_to_green")
+    env.reset(seed=0)                       # full reset: the cube on the red pad
+    ...                                     # the forward attempt
+    env.task.begin_attempt("backward")
+    env.reset()                             # the cube stays where the forward attempt left it
+    ...                                     # the backward attempt
+
+The pads are fixed on the table, as tape marks on a real station's table are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dojo.robot.interfaces import ArmState
+from dojo.sim.experts import CLOSED, EXPERTS, OPEN, PickCubeExpert
+from dojo.sim.multitask import RELEASED_WIDTH_M, REST_TOL_M, _held
+from dojo.sim.tasks import TASKS, PickCube, SimTask, _hemisphere, _yaw_quat
+from dojo.sim.world import SimWorld
+
+CUBE_HALF_M = PickCube.half_size_m  # pick_cube's cube, so its expert's grasp carries over
+PAD_RADIUS_M = 0.06
+PADS_XY_M = {"red": (0.50, -0.13), "green": (0.50, 0.13)}  # base frame; 26 cm apart, inside the workspace box
+PAD_RGBA = {"red": "0.85 0.2 0.2 1", "green": "0.2 0.7 0.25 1"}
+# direction: (task name, instruction, start pad, target pad)
+DIRECTIONS = {
+    "forward": ("cube_to_green", "put the cube on the green pad", "red", "green"),
+    "backward": ("cube_to_red", "put the cube back on the red pad", "green", "red"),
+}
+OPPOSITE = {"forward": "backward", "backward": "forward"}
+START_JITTER_M = 0.025  # a full reset puts the cube's centre within this of its start pad's centre
+ON_PAD_M = PAD_RADIUS_M - CUBE_HALF_M  # on a pad: the cube's centre within this of the pad's (the cube mostly on it)
+FLAT_MAX_TILT_RAD = np.deg2rad(15)  # flat: some face of the cube points up within this
+STILL_SPEED_M_S = 0.01
+# stuck_reason's answers; the session manager asks a person to reset the scene on any of them
+OFF_TABLE = "the cube fell off the table"
+OUT_OF_REACH = "the cube is out of the arm's reach"
+TILTED = "the cube is stuck tilted on an edge"
+
+# The pads are mats printed flush with the table: they do not collide, so the cube rests on them at table height.
+SCENE_XML = f"""
+<body name="cube" pos="{PADS_XY_M['red'][0]} {PADS_XY_M['red'][1]} {CUBE_HALF_M}">
+  <freejoint name="cube"/>
+  <geom name="cube" class="object" type="box" size="{CUBE_HALF_M} {CUBE_HALF_M} {CUBE_HALF_M}" mass="0.08"
+        rgba="0.95 0.85 0.2 1"/>
+</body>""" + "".join(f"""
+<body name="{color}_pad" pos="{x} {y} 0">
+  <geom name="{color}_pad" type="cylinder" size="{PAD_RADIUS_M} 0.0005" pos="0 0 0.0005" rgba="{PAD_RGBA[color]}"
+        contype="0" conaffinity="0"/>
+</body>""" for color, (x, y) in PADS_XY_M.items())
+
+
+def check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; expected one of {sorted(DIRECTIONS)}")
+    return direction
+
+
+class CubePads(SimTask):
+    """Move the cube from one pad to the other and let go: its centre within ON_PAD_M of the target pad's, flat,
+    resting on the table and the fingers open wider than the cube. One class for both directions."""
+
+    objects_xml = SCENE_XML
+    obs_dim = 12  # cube position, cube quaternion, cube - end-effector, target pad centre (x, y)
+    direction = "forward"
+    name, instruction = DIRECTIONS["forward"][:2]
+
+    def __init__(self, world: SimWorld, dense_reward: bool = False) -> None:
+        super().__init__(world, dense_reward)
+        self._qpos = world.model.joint("cube").qposadr[0]
+        self._dof = world.model.joint("cube").dofadr[0]
+        self._body = world.model.body("cube").id
+        self._keep_scene = False
+        self._set_direction(type(self).direction)
+
+    def _set_direction(self, direction: str) -> None:
+        self.direction = check_direction(direction)
+        self.name, self.instruction, self.start_pad, self.target_pad = DIRECTIONS[direction]
+
+    def begin_attempt(self, direction: str) -> None:
+        """Take the scene over as it is, with `direction`'s goal; the next `reset` keeps the scene (once)."""
+        self._set_direction(direction)
+        self._keep_scene = True
+
+    def reset(self, rng: np.random.Generator) -> None:
+        if self._keep_scene:  # a reset-free attempt: the arm goes home (the env's reset), the cube stays
+            self._keep_scene = False
+            return
+        self.world.reset()
+        radius, angle = START_JITTER_M * np.sqrt(rng.uniform()), rng.uniform(-np.pi, np.pi)
+        xy = np.asarray(PADS_XY_M[self.start_pad]) + radius * np.array([np.cos(angle), np.sin(angle)])
+        yaw = rng.uniform(-np.pi / 4, np.pi / 4)  # a cube is symmetric under quarter turns
+        self.world.data.qpos[self._qpos:self._qpos + 7] = [*xy, CUBE_HALF_M, *_yaw_quat(yaw)]
+        self.world.finish_reset(rng)
+
+    @property
+    def cube_pos_m(self) -> np.ndarray:
+        return self.world.data.xpos[self._body].copy()
+
+    @property
+    def target_xy_m(self) -> np.ndarray:
+        return np.array(PADS_XY_M[self.target_pad])
+
+    def _tilt_rad(self) -> float:
+        """Angle between the world's up and the cube face that points most nearly up."""
+        up_in_cube = self.world.data.xmat[self._body].reshape(3, 3)[2]  # the world z axis in the cube's frame
+        return float(np.arccos(np.clip(np.abs(up_in_cube).max(), 0.0, 1.0)))
+
+    def _speed_m_s(self) -> float:
+        return float(np.linalg.norm(self.world.data.qvel[self._dof:self._dof + 3]))
+
+    def on_target(self) -> bool:
+        """The cube lies flat on the target pad (held or not)."""
+        cube = self.cube_pos_m
+        return bool(np.linalg.norm(cube[:2] - self.target_xy_m) < ON_PAD_M and cube[2] < CUBE_HALF_M + REST_TOL_M
+                    and self._tilt_rad() < FLAT_MAX_TILT_RAD)
+
+    def success(self, arm_state: ArmState) -> bool:
+        return self.on_target() and arm_state.gripper_width_m > RELEASED_WIDTH_M
+
+    def dense(self, arm_state: ArmState) -> float:
+        reach = 1.0 - np.tanh(10.0 * np.linalg.norm(self.cube_pos_m - arm_state.ee_pos_m))
+        to_pad = np.linalg.norm(self.cube_pos_m - np.array([*self.target_xy_m, CUBE_HALF_M]))
+        return 0.25 * reach + 0.65 * (1.0 - np.tanh(8.0 * to_pad))
+
+    def stuck_reason(self) -> str | None:
+        """Why no attempt can go on from this scene without a person (None: it can). Off the table: the cube's
+        centre below the table top. Out of reach: its centre outside the task's workspace box in x or y, where the
+        gripper cannot go down on it. Tilted: lying on the table (centre below its height on an edge + 1 cm), no
+        face within FLAT_MAX_TILT_RAD of up, and still (centre slower than STILL_SPEED_M_S), so it leans on
+        something (the fingers) rather than tipping over; from the top the expert cannot grasp it like that."""
+        cube = self.cube_pos_m
+        if cube[2] < 0.0:
+            return OFF_TABLE
+        lo, hi = self.workspace_min_m, self.workspace_max_m
+        if not (lo[0] <= cube[0] <= hi[0] and lo[1] <= cube[1] <= hi[1]):
+            return OUT_OF_REACH
+        on_table = cube[2] < np.sqrt(2) * CUBE_HALF_M + 0.01
+        if on_table and self._tilt_rad() > FLAT_MAX_TILT_RAD and self._speed_m_s() < STILL_SPEED_M_S:
+            return TILTED
+        return None
+
+    def observation(self) -> np.ndarray:
+        d = self.world.data
+        pos = d.xpos[self._body]
+        return np.concatenate([pos, _hemisphere(d.xquat[self._body]), pos - d.site_xpos[self.world.ee_site],
+                               self.target_xy_m]).astype(np.float32)
+
+
+class CubeToGreen(CubePads):
+    direction = "forward"
+    name, instruction = DIRECTIONS["forward"][:2]
+
+
+class CubeToRed(CubePads):
+    direction = "backward"
+    name, instruction = DIRECTIONS["backward"][:2]
+
+
+class PadToPadExpert(PickCubeExpert):
+    """pick_cube's grasp wherever the cube is, then carry it over the target pad's centre, lower it to the table,
+    open and back off upwards. It reads the task's direction every step, so it follows a `begin_attempt`."""
+
+    carry_m = CUBE_HALF_M + 0.06  # the cube's centre height while carried
+
+    def plan(self, state):
+        task = self.task
+        if task.on_target():  # placed: let go and back off upwards
+            return np.array([0.0, 0.0, 0.03]), OPEN
+        if _held(self, state):
+            cube, target = task.cube_pos_m, task.target_xy_m + self.aim_offset_m[:2]
+            err_xy = target - cube[:2]
+            height = self.carry_m if np.linalg.norm(err_xy) > 0.01 else CUBE_HALF_M + 0.002
+            return np.array([err_xy[0], err_xy[1], height - cube[2]]), CLOSED
+        return super().plan(state)
+
+
+PAIR_TASKS = {cls.name: cls for cls in (CubeToGreen, CubeToRed)}
+
+# Registered where they are defined, as dojo.sim.multitask's are; dojo/sim/tasks.py imports this module at its end.
+TASKS.update(PAIR_TASKS)
+EXPERTS.update({name: PadToPadExpert for name in PAIR_TASKS})
