@@ -7,8 +7,9 @@ Reset-free attempts. Both directions are one task class over one scene; `task.di
 now. `task.begin_attempt("backward")` switches the goal (instruction, name, observed target pad, success) and
 touches no physics; the env's next `env.reset()` then keeps the scene as the last attempt left it and only takes
 the arm home (the task's `reset` skips the scene once). A reset with no `begin_attempt` before it is a full reset
-of the scene, the cube placed on the current direction's start pad: the person's reset (dojo.robot.tasks's
-HumanReset, answered in the twin by dojo.sim.person.SimPerson), asked for when `stuck_reason()` says so::
+of the scene, the cube placed on the current direction's start pad (`set_direction` picks the direction without
+keeping the scene): the person's reset (dojo.robot.tasks.HumanReset, answered in the twin by
+dojo.sim.person.SimPerson after its delay, and counted), asked for when `stuck_reason()` says so::
 
     env = make_env("cube_to_green")
     env.reset(seed=0)                       # full reset: the cube on the red pad
@@ -47,7 +48,7 @@ STILL_SPEED_M_S = 0.01
 # stuck_reason's answers; the session manager asks a person to reset the scene on any of them
 OFF_TABLE = "the cube fell off the table"
 OUT_OF_REACH = "the cube is out of the arm's reach"
-TILTED = "the cube is stuck tilted on an edge"
+TILTED = "the cube rests tilted on an edge"
 
 # The pads are mats printed flush with the table: they do not collide, so the cube rests on them at table height.
 SCENE_XML = f"""
@@ -74,24 +75,25 @@ class CubePads(SimTask):
 
     objects_xml = SCENE_XML
     obs_dim = 12  # cube position, cube quaternion, cube - end-effector, target pad centre (x, y)
-    direction = "forward"
-    name, instruction = DIRECTIONS["forward"][:2]
+    direction = "forward"  # the direction a new task starts in; each instance then keeps its own
 
     def __init__(self, world: SimWorld, dense_reward: bool = False) -> None:
         super().__init__(world, dense_reward)
         self._qpos = world.model.joint("cube").qposadr[0]
         self._dof = world.model.joint("cube").dofadr[0]
         self._body = world.model.body("cube").id
-        self._keep_scene = False
-        self._set_direction(type(self).direction)
+        self._geom, self._table = world.model.geom("cube").id, world.model.geom("table").id
+        self.set_direction(type(self).direction)
 
-    def _set_direction(self, direction: str) -> None:
+    def set_direction(self, direction: str) -> None:
+        """Switch the goal (name, instruction, target pad, success); the next `reset` is a full one."""
         self.direction = check_direction(direction)
+        self._keep_scene = False
         self.name, self.instruction, self.start_pad, self.target_pad = DIRECTIONS[direction]
 
     def begin_attempt(self, direction: str) -> None:
         """Take the scene over as it is, with `direction`'s goal; the next `reset` keeps the scene (once)."""
-        self._set_direction(direction)
+        self.set_direction(direction)
         self._keep_scene = True
 
     def reset(self, rng: np.random.Generator) -> None:
@@ -136,21 +138,29 @@ class CubePads(SimTask):
         return 0.25 * reach + 0.65 * (1.0 - np.tanh(8.0 * to_pad))
 
     def stuck_reason(self) -> str | None:
-        """Why no attempt can go on from this scene without a person (None: it can). Off the table: the cube's
+        """Why no attempt can start from this scene without a person (None: one can). Off the table: the cube's
         centre below the table top. Out of reach: its centre outside the task's workspace box in x or y, where the
-        gripper cannot go down on it. Tilted: lying on the table (centre below its height on an edge + 1 cm), no
-        face within FLAT_MAX_TILT_RAD of up, and still (centre slower than STILL_SPEED_M_S), so it leans on
-        something (the fingers) rather than tipping over; from the top the expert cannot grasp it like that."""
+        gripper cannot go down on it. Tilted: low (centre below its height on an edge + 1 cm), no face within
+        FLAT_MAX_TILT_RAD of up, still (centre slower than STILL_SPEED_M_S) and touching nothing but the table;
+        a cube the fingers hold up is not counted, as it falls flat when the arm goes home. Ask it before
+        `begin_attempt`: a person's reset after it would be skipped as a reset-free one."""
         cube = self.cube_pos_m
         if cube[2] < 0.0:
             return OFF_TABLE
         lo, hi = self.workspace_min_m, self.workspace_max_m
         if not (lo[0] <= cube[0] <= hi[0] and lo[1] <= cube[1] <= hi[1]):
             return OUT_OF_REACH
-        on_table = cube[2] < np.sqrt(2) * CUBE_HALF_M + 0.01
-        if on_table and self._tilt_rad() > FLAT_MAX_TILT_RAD and self._speed_m_s() < STILL_SPEED_M_S:
+        low = cube[2] < np.sqrt(2) * CUBE_HALF_M + 0.01
+        if (low and self._tilt_rad() > FLAT_MAX_TILT_RAD and self._speed_m_s() < STILL_SPEED_M_S
+                and not self._touched_by_arm()):
             return TILTED
         return None
+
+    def _touched_by_arm(self) -> bool:
+        """The cube is in contact with anything but the table (the pads do not collide: that is the arm)."""
+        pairs = self.world.data.contact.geom[:self.world.data.ncon]
+        mine = np.any(pairs == self._geom, axis=1)
+        return bool(np.any(mine & ~np.any(pairs == self._table, axis=1)))
 
     def observation(self) -> np.ndarray:
         d = self.world.data
