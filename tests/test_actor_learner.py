@@ -90,7 +90,7 @@ TRAIN = ["train", "--sim", "reach", "--run", "{tmp}/r"]
     ([*TRAIN, "env.control_hz=0"], "env.control_hz must be a number > 0, got 0.0"),
     ([*TRAIN, "agent.sac.utd_ratio=0"], "sac option utd_ratio must be an integer >= 1, got 0"),
     (["train", "--sim", "nope", "--run", "{tmp}/r"],
-     "task must be one of ['peg_insert', 'pick_cube', 'reach', "),
+     "task must be one of ['cube_to_green', 'cube_to_red', 'peg_insert', 'pick_cube', 'reach', "),
     ([*TRAIN, "env.action_dim=5"], "env.action_dim must be one of [4, 7], got 5"),
     ([*TRAIN, "link.port=99999"], "link.port must be an integer in [1, 65535], got 99999"),
     ([*TRAIN, "agent.sac.bogus=1"], "has no option(s) ['bogus']"),
