@@ -13,7 +13,8 @@ from dojo.sim import make_env
 from dojo.sim.experts import make_expert
 from dojo.sim.person import SimPerson
 from dojo.sim.task_pair import (CUBE_HALF_M, DIRECTIONS, OFF_TABLE, ON_PAD_M, OPPOSITE, OUT_OF_REACH, PAD_RADIUS_M,
-                                PADS_XY_M, PAIR_TASKS, START_JITTER_M, TILTED, PadToPadExpert)
+                                PADS_XY_M, PAIR_TASKS, START_JITTER_M, TILTED)
+from dojo.sim.multitask import PutOnPadExpert
 from dojo.sim.tasks import TASKS
 from dojo.sim.world import WORKSPACE_MAX_M, WORKSPACE_MIN_M
 
@@ -47,7 +48,7 @@ def test_both_directions_are_twin_tasks_over_one_scene():
         obs, info = env.reset(seed=3)
         assert env.task.name == name and env.task.instruction == cls.instruction and not info["success"]
         assert obs["state"].shape == (PROPRIO_DIM + cls.obs_dim,)
-        assert isinstance(make_expert(env), PadToPadExpert)
+        assert isinstance(make_expert(env), PutOnPadExpert)
         features = obs["state"][PROPRIO_DIM:]
         np.testing.assert_allclose(features[:3], env.task.cube_pos_m, atol=1e-6)
         np.testing.assert_allclose(features[7:10], env.task.cube_pos_m - obs["state"][:3], atol=1e-6)
@@ -66,7 +67,7 @@ def test_a_full_reset_puts_the_cube_on_the_start_pad():
             env.reset(seed=seed)
             cube = env.task.cube_pos_m
             assert np.linalg.norm(cube[:2] - PADS_XY_M[env.task.start_pad]) <= START_JITTER_M + 1e-9
-            assert not env.task.on_target() and env.task.stuck_reason() is None
+            assert not env.task.on_pad() and env.task.stuck_reason() is None
 
 
 def test_success_is_the_cube_released_flat_on_the_target_pad():

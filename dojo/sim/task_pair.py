@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from dojo.robot.interfaces import ArmState
-from dojo.sim.experts import CLOSED, EXPERTS, OPEN, PickCubeExpert
-from dojo.sim.multitask import RELEASED_WIDTH_M, REST_TOL_M, _held
+from dojo.sim.experts import EXPERTS
+from dojo.sim.multitask import RELEASED_WIDTH_M, REST_TOL_M, PutOnPadExpert
 from dojo.sim.tasks import TASKS, PickCube, SimTask, _hemisphere, _yaw_quat
 from dojo.sim.world import SimWorld
 
@@ -112,7 +112,7 @@ class CubePads(SimTask):
         return self.world.data.xpos[self._body].copy()
 
     @property
-    def target_xy_m(self) -> np.ndarray:
+    def pad_xy_m(self) -> np.ndarray:
         return np.array(PADS_XY_M[self.target_pad])
 
     def _tilt_rad(self) -> float:
@@ -123,18 +123,18 @@ class CubePads(SimTask):
     def _speed_m_s(self) -> float:
         return float(np.linalg.norm(self.world.data.qvel[self._dof:self._dof + 3]))
 
-    def on_target(self) -> bool:
+    def on_pad(self) -> bool:
         """The cube lies flat on the target pad (held or not)."""
         cube = self.cube_pos_m
-        return bool(np.linalg.norm(cube[:2] - self.target_xy_m) < ON_PAD_M and cube[2] < CUBE_HALF_M + REST_TOL_M
+        return bool(np.linalg.norm(cube[:2] - self.pad_xy_m) < ON_PAD_M and cube[2] < CUBE_HALF_M + REST_TOL_M
                     and self._tilt_rad() < FLAT_MAX_TILT_RAD)
 
     def success(self, arm_state: ArmState) -> bool:
-        return self.on_target() and arm_state.gripper_width_m > RELEASED_WIDTH_M
+        return self.on_pad() and arm_state.gripper_width_m > RELEASED_WIDTH_M
 
     def dense(self, arm_state: ArmState) -> float:
         reach = 1.0 - np.tanh(10.0 * np.linalg.norm(self.cube_pos_m - arm_state.ee_pos_m))
-        to_pad = np.linalg.norm(self.cube_pos_m - np.array([*self.target_xy_m, CUBE_HALF_M]))
+        to_pad = np.linalg.norm(self.cube_pos_m - np.array([*self.pad_xy_m, CUBE_HALF_M]))
         return 0.25 * reach + 0.65 * (1.0 - np.tanh(8.0 * to_pad))
 
     def stuck_reason(self) -> str | None:
@@ -166,7 +166,7 @@ class CubePads(SimTask):
         d = self.world.data
         pos = d.xpos[self._body]
         return np.concatenate([pos, _hemisphere(d.xquat[self._body]), pos - d.site_xpos[self.world.ee_site],
-                               self.target_xy_m]).astype(np.float32)
+                               self.pad_xy_m]).astype(np.float32)
 
 
 class CubeToGreen(CubePads):
@@ -179,26 +179,10 @@ class CubeToRed(CubePads):
     name, instruction = DIRECTIONS["backward"][:2]
 
 
-class PadToPadExpert(PickCubeExpert):
-    """pick_cube's grasp wherever the cube is, then carry it over the target pad's centre, lower it to the table,
-    open and back off upwards. It reads the task's direction every step, so it follows a `begin_attempt`."""
-
-    carry_m = CUBE_HALF_M + 0.06  # the cube's centre height while carried
-
-    def plan(self, state):
-        task = self.task
-        if task.on_target():  # placed: let go and back off upwards
-            return np.array([0.0, 0.0, 0.03]), OPEN
-        if _held(self, state):
-            cube, target = task.cube_pos_m, task.target_xy_m + self.aim_offset_m[:2]
-            err_xy = target - cube[:2]
-            height = self.carry_m if np.linalg.norm(err_xy) > 0.01 else CUBE_HALF_M + 0.002
-            return np.array([err_xy[0], err_xy[1], height - cube[2]]), CLOSED
-        return super().plan(state)
-
-
 PAIR_TASKS = {cls.name: cls for cls in (CubeToGreen, CubeToRed)}
 
 # Registered where they are defined, as dojo.sim.multitask's are; dojo/sim/tasks.py imports this module at its end.
 TASKS.update(PAIR_TASKS)
-EXPERTS.update({name: PadToPadExpert for name in PAIR_TASKS})
+# The multi-task scene's put-on-pad expert reads the task's pad_xy_m and on_pad() every step, so it follows
+# a begin_attempt to the other pad.
+EXPERTS.update({name: PutOnPadExpert for name in PAIR_TASKS})
