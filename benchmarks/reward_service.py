@@ -25,8 +25,11 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
+
+from reward_vlm import seconds_per_label  # noqa: E402
 
 CAMERAS = ("front", "wrist")
 
@@ -38,17 +41,6 @@ def twin_frames(size: int) -> dict:
     obs, _ = env.reset(seed=0)
     env.close()
     return {k: obs[k] for k in CAMERAS}
-
-
-def local_ms_per_label(model, frames: dict, instruction: str, calls: int = 30) -> float:
-    """Median ms of one label (both cameras, batch 1) by `model` in this process."""
-    model.verdict(frames, instruction)
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        model.verdict(frames, instruction)
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * float(np.median(times))
 
 
 def idle_link_ms_per_label(model, frames: dict, instruction: str, folder: Path, calls: int = 30) -> float:
@@ -90,7 +82,8 @@ def main(argv=None) -> dict:
     model = VLMClassifier.zero_shot(base, CAMERAS, (instruction,))
     model.save(out / "vlm")
     frames = twin_frames(args.image_size)
-    local_ms = local_ms_per_label(model, frames, instruction)
+    local_ms = 1000.0 * seconds_per_label(model, {k: v[None] for k, v in frames.items()}, instruction, batch=1,
+                                          calls=30)  # the same model without the link
     idle_ms = idle_link_ms_per_label(model, frames, instruction, out / "idle_link")
     run = out / "run"
     cmd = [sys.executable, "-m", "dojo.launch.cli", "train", "--sim", "pick_cube", "--run", str(run),
