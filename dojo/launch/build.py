@@ -109,14 +109,13 @@ def reward_service(cfg):
     runs there (reward.serve=learner, or the station's robot.task.reward.serve); else None."""
     from dojo.robot.tasks import MODEL_SOURCES
 
-    reward = station(cfg).task.reward if cfg.env.kind == "robot" else reward_settings(cfg)
-    get = reward.get if isinstance(reward, dict) else lambda key: getattr(reward, key)
-    if get("source") not in MODEL_SOURCES or get("serve") != "learner":
+    reward = dataclasses.asdict(station(cfg).task.reward) if cfg.env.kind == "robot" else reward_settings(cfg)
+    if reward["source"] not in MODEL_SOURCES or reward["serve"] != "learner":
         return None
     from dojo.rewards.base import load_reward_model
     from dojo.rewards.service import RewardService
 
-    return RewardService(load_reward_model(get("model")))
+    return RewardService(load_reward_model(reward["model"]))
 
 
 def serve_reward(env, client) -> None:
