@@ -1,8 +1,9 @@
 """Offline RL on a mixed pick_cube store (expert + noisy-operator episodes) through `dojo learn`: BC, IQL (its
 published and its sparse-goal settings), Cal-QL and FQL offline, then Cal-QL fine-tuned online (demo_ratio 0.5)
-and WSRL (from iql-sparse: frozen-policy warm-up, then online data only).
+and WSRL (from iql-sparse: frozen-policy warm-up, then online data only). Stage calql_calibration reads the
+offline Cal-QL checkpoint: Q(s, a_data), Q(s, pi(s)) against the (scaled) Monte-Carlo returns, per kind of episode.
 
-Run: .venv/bin/python benchmarks/learn_offline.py --out RUN [--stages offline,calql_online,wsrl]
+Run: .venv/bin/python benchmarks/learn_offline.py --out RUN [--stages offline,calql_online,wsrl,calql_calibration]
 Each stage keeps its result in RUN/<stage>.json, so stages can run one at a time and a later call reuses
 the store and checkpoints. Prints one JSON line last (every finished stage's figures).
 """
@@ -26,7 +27,7 @@ from learn_pick_cube import FINAL_SEED, dojo  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 TASK = "pick_cube"
 OFFLINE_AGENTS = ("bc", "iql", "iql-sparse", "calql", "fql")  # presets of dojo/learners/__init__.py
-STAGES = ("offline", "calql_online", "wsrl")
+STAGES = ("offline", "calql_online", "wsrl", "calql_calibration")
 
 
 def record_mixed_store(path: str, experts: int, noisy: int, skill: float, noise_std: float, seed: int) -> dict:
@@ -105,6 +106,43 @@ def stage_online(args, name: str, init: str, learn_args: list[str]) -> dict:
               "curve": [(0, start["success_rate"])] + [(r["env_steps"], r["eval_success_rate"]) for r in rows],
               "online_success_curve": [(r["env_steps"], r["success_rate"]) for r in rows]}
     print(json.dumps({name: result}), flush=True)
+    return result
+
+
+def calql_calibration(run: str, store: str) -> dict:
+    """Mean Q(s, a_data), Q(s, pi(s)) (the deterministic policy) and the Monte-Carlo return Cal-QL bounds them
+    with (reward_scale / reward_bias applied), over all steps and over first steps, for the expert episodes and
+    the noisy operator's successes and failures: whether the critic ranks them as their returns do."""
+    import numpy as np
+
+    from dojo.learners import calql, checkpoint, common
+    from dojo.replay.store import open_store
+
+    agent, _ = checkpoint.load_checkpoint(os.path.join(run, "checkpoints", "learner.ckpt"))
+    cfg, reader = agent.config, open_store(store)
+    episodes = reader.read_episodes(0, reader.num_episodes)
+    obs = {k: np.concatenate([e.obs[k][:-1] for e in episodes]) for k in episodes[0].obs}
+    data_action = np.concatenate([e.action for e in episodes])
+    _, mc = calql.scale_rewards(0.0, np.concatenate([e.mc_return for e in episodes]), cfg.reward_scale,
+                                cfg.reward_bias, cfg.discount)
+    lengths = [len(e.action) for e in episodes]
+    operator = np.repeat([e.info.operator for e in episodes], lengths)
+    success = np.repeat([e.info.success for e in episodes], lengths)
+    first = np.concatenate([np.arange(n) == 0 for n in lengths])
+    policy_action = np.asarray(agent.sample_actions(obs))
+    critic = agent.modules[1]
+    norm_obs = common.preprocess(agent, None, obs, False)
+    q_data, q_pi = (np.asarray(critic.apply({"params": agent.critic_params}, norm_obs, a).min(0))
+                    for a in (data_action, policy_action))
+    result = {"updates": int(agent.step), "reward_scale": cfg.reward_scale, "reward_bias": cfg.reward_bias}
+    expert = operator == "scripted-expert"
+    for name, group in (("expert", expert), ("noisy_success", ~expert & success), ("noisy_failure", ~expert & ~success)):
+        result[name] = {where: {k: round(float(v[group & rows].mean()), 1) for k, v in
+                                (("q_data", q_data), ("q_pi", q_pi), ("mc_return", np.asarray(mc)))}
+                        for where, rows in (("all_steps", np.ones_like(first)), ("first_steps", first))}
+    result["first_step_policy_vs_expert_action"] = np.round(
+        np.abs(policy_action - data_action)[expert & first].mean(0), 2).tolist()
+    print(json.dumps({"calql_calibration": result}), flush=True)
     return result
 
 
@@ -199,6 +237,8 @@ def main(argv=None) -> dict:
         init = os.path.join(args.out, f"offline_{args.wsrl_init}")
         _save(args.out, "wsrl", stage_online(args, "wsrl", init, [
             f"--warmup={args.wsrl_warmup}", "--demo-ratio", "0", *[f"--set={kv}" for kv in args.wsrl_set]]))
+    if "calql_calibration" in stages:
+        _save(args.out, "calql_calibration", calql_calibration(os.path.join(args.out, "offline_calql"), store))
 
     results = {name: json.load(open(os.path.join(args.out, f"{name}.json")))
                for name in ("store",) + STAGES if os.path.exists(os.path.join(args.out, f"{name}.json"))}
@@ -209,7 +249,8 @@ def main(argv=None) -> dict:
                "offline": {k: {f: v[f] for f in ("updates", "success_rate", "train_wall_s")}
                            for k, v in results.get("offline", {}).items()},
                **{s: {f: results[s][f] for f in ("env_steps", "start_success_rate", "final_success_rate", "curve")}
-                  for s in ("calql_online", "wsrl") if s in results}}
+                  for s in ("calql_online", "wsrl") if s in results},
+               **({"calql_calibration": results["calql_calibration"]} if "calql_calibration" in results else {})}
     print(json.dumps(summary))
     return summary
 

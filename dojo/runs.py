@@ -8,6 +8,8 @@ second learner off a live run.
     RUN/policy.msgpack             the newest inference snapshot (what `dojo eval --run` reads)
     RUN/progress.jsonl             one JSON line per log interval; RUN/tb/ TensorBoard events
     RUN/link.json                  where the live learner listens: host, port, pid
+    RUN/started.json               when the run's learner first started (unix time): learner.max_wall_s counts
+                                   from it, across restarts
     RUN/.lock                      held (flock) by the process that owns the run while it is live
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 from dojo.fileio import atomic_write
@@ -27,6 +30,7 @@ CHECKPOINT = "checkpoints/learner.ckpt"
 SNAPSHOT = "policy.msgpack"
 PROGRESS = "progress.jsonl"
 LINK = "link.json"
+STARTED = "started.json"
 LOCK = ".lock"
 # A supervisor that holds the lock passes it to the learner it starts: the lock's file descriptor number.
 LOCK_FD_ENV = "DOJO_RUN_LOCK_FD"
@@ -87,6 +91,18 @@ def read_link_info(run: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def first_started(run: str | os.PathLike) -> float:
+    """The unix time the run first started, written on the first call."""
+    path = Path(run) / STARTED
+    try:
+        return float(json.loads(path.read_text())["unix_s"])
+    except (OSError, ValueError, KeyError):
+        now = time.time()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({"unix_s": now}).encode())
+        return now
 
 
 def read_progress(run: str | os.PathLike) -> list[dict]:

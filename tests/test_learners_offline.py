@@ -10,6 +10,7 @@ import pytest
 
 from dojo.learners import bc, calql, checkpoint, fql, iql, sac
 from dojo.policies.snapshot import Policy, save_snapshot
+from dojo.replay.store import mc_return_to_go
 from test_learners_sac import ACTION_SPACE, PIXEL_SPACE, STATE_SPACE, _leaves_equal, synthetic_batch
 
 ENC = dict(encoder_channels=(4, 4), encoder_strides=(2, 2), encoder_feature_dim=8)
@@ -41,6 +42,43 @@ def test_calql_regulariser_matches_hand_computation():
     hot = calql.cql_regulariser(q_data, q_rand, q_pi, log_pi, q_next, log_pi_next, mc_return, 1, 2.0, False)
     terms = [0.5 - math.log(0.5), 0.5, -2.1]
     np.testing.assert_allclose(hot, [2.0 * math.log(sum(math.exp(x / 2.0) for x in terms)) - 1.0], rtol=1e-6)
+
+
+def test_calql_scaled_mc_return_matches_the_return_of_scaled_rewards():
+    """Cal-QL's rule (replay_buffer.calc_return_to_go) on rewards scaled first, against the store's unscaled
+    return mapped by scale_rewards: a success 3 steps away, one at the last step, and a failure."""
+    gamma, scale, bias = 0.9, 10.0, -5.0
+    for raw, terminal in (([0, 0, 1], [0, 0, 1]), ([1], [1]), ([0, 0, 0, 0], [0, 0, 0, 0])):
+        stored = mc_return_to_go(raw, terminal, gamma, failure_reward=0.0)
+        scaled_reward, scaled_mc = calql.scale_rewards(np.asarray(raw, np.float32), stored, scale, bias, gamma)
+        np.testing.assert_allclose(scaled_reward, scale * np.asarray(raw) + bias)
+        np.testing.assert_allclose(scaled_mc, mc_return_to_go(scaled_reward, terminal, gamma, failure_reward=bias),
+                                   rtol=1e-5)
+    # by hand: -5 - 0.9 * 5 + 0.81 * 5 at the first step of [0, 0, 1]; -5 / (1 - 0.9) for a failure
+    _, mc = calql.scale_rewards(np.zeros(2), np.array([0.81, 0.0]), scale, bias, gamma)
+    np.testing.assert_allclose(mc, [-5.0 - 4.5 + 4.05, -50.0], rtol=1e-5)
+
+
+def test_calql_reward_scale_and_bias_reach_the_td_target_and_the_mc_bound():
+    """Through update(): with discount 0 the TD target is scale * r + bias, and the bound is the scaled MC."""
+    batch = synthetic_batch(np.random.default_rng(0), 16)
+    batch["reward"][:] = np.tile([0.0, 1.0], 8)
+    batch["discount"][:] = 0.0
+    batch["mc_return"][:] = np.tile([0.0, 0.99 ** 3], 8)
+    cfg = dataclasses.replace(SMALL["calql"], reward_scale=10.0, reward_bias=-5.0)
+    _, info = calql.create(0, STATE_SPACE, ACTION_SPACE, cfg).update(batch)
+    np.testing.assert_allclose(float(info["target_q"]), (-5.0 + 5.0) / 2, atol=1e-5)
+    success = 10.0 * 0.99 ** 3 - 5.0 * (1 - 0.99 ** 4) / 0.01
+    np.testing.assert_allclose(float(info["mc_return"]), (-500.0 + success) / 2, rtol=1e-5)
+    _, plain = calql.create(0, STATE_SPACE, ACTION_SPACE, SMALL["calql"]).update(batch)
+    np.testing.assert_allclose([float(plain["target_q"]), float(plain["mc_return"])], [0.5, 0.99 ** 3 / 2], rtol=1e-5)
+
+
+def test_calql_reward_options_are_checked():
+    for bad, match in (({"reward_scale": 0.0}, "calql option reward_scale must be a number > 0, got 0.0"),
+                       ({"reward_bias": float("nan")}, "calql option reward_bias must be a finite number, got nan")):
+        with pytest.raises(ValueError, match=match):
+            calql.get_config(**bad)
 
 
 def test_expectile_loss_and_awr_weights_match_hand_computation():

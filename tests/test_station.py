@@ -129,8 +129,8 @@ def test_scripted_reset_randomises_the_start_inside_the_box():
     assert np.all(np.abs(starts[:, :2] - home[:2]) <= 0.03 + 0.005) and np.ptp(starts[:, 0]) > 0.01
     assert np.all(starts >= env.safety.box_min_m) and np.all(starts <= env.safety.box_max_m)
     env.close()
-    with pytest.raises(ValueError, match="reset.mode=policy resets with a backward policy, which `dojo practice`"):
-        twin("task.reset.mode=policy")
+    with pytest.raises(ValueError, match="reset.mode=policy practises reset-free: name the task that undoes this"):
+        load_station("franka_fr3", ["task.reset.mode=policy"])
 
 
 def test_a_frozen_camera_stops_the_episode_and_the_arm_holds():

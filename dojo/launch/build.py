@@ -24,11 +24,11 @@ def make_env(cfg, local_reward: bool = False):
     """The run's env as actors and learners see it (canonical obs, actions in [-1, 1]): a station's devices
     through the factory, the twin's task, or any gymnasium id. `local_reward`: a reward model scores in this
     process even where reward.serve=learner (evaluation, recording demos: no link to a reward service)."""
+    from omegaconf import OmegaConf
+
     from dojo.policies.spaces import CanonicalEnv
 
     if local_reward and cfg.reward.serve != "actor":
-        from omegaconf import OmegaConf
-
         cfg = OmegaConf.merge(cfg, {"reward": {"serve": "actor"}})
 
     if cfg.env.kind == "robot":
@@ -56,11 +56,36 @@ def make_env(cfg, local_reward: bool = False):
             raise ConfigError(f"env.kwargs {dict(cfg.env.kwargs)} do not fit {cfg.env.id}: {err}") from None
     else:
         raise ConfigError("this needs an env to act in: env.kind=sim or gym, got env.kind=none")
+    if OmegaConf.select(cfg, "practice.enabled", default=False):  # a run saved before practice had no section
+        env = _practice_session(env, cfg)
     try:
         return CanonicalEnv(env, cfg.env.success_key)
     except ValueError as err:
         env.close()
         raise ConfigError(f"{cfg.env.id or cfg.task} cannot be learned by dojo's agents: {err}") from None
+
+
+def _practice_session(env, cfg):
+    """The env as a reset-free practice session (dojo.robot.practice); the station's person (the operator, or the
+    twin's simulated one) resets the scene when the session asks."""
+    from dojo.robot.practice import PracticeConfig, PracticeSession
+    from dojo.sim.person import SimPerson
+
+    config = PracticeConfig(int(cfg.practice.max_failures), float(cfg.practice.reset_timeout_s))
+    person = getattr(env, "person", None) or SimPerson(float(cfg.practice.person_delay_s))  # a station's, or the twin's
+    return PracticeSession(env, person, config)
+
+
+def resume_practice(env, journal_path) -> None:
+    """A practice session takes up where the attempts in this actor's journal left it (after a restart)."""
+    from dojo.replay.store import StoreReader
+
+    session = env
+    while session is not None and not hasattr(session, "resume"):
+        session = getattr(session, "env", None)
+    if session is None or not (Path(journal_path) / "zarr.json").exists():
+        return
+    session.resume(StoreReader(journal_path).episodes)
 
 
 def eval_config(cfg):
@@ -204,6 +229,8 @@ def make_learner(run, cfg, *, serve: bool, eval_env=None):
 
 
 def actor_config(cfg):
+    from omegaconf import OmegaConf
+
     from dojo.robot.actor import ActorConfig
 
     robot = cfg.env.kind == "robot"
@@ -213,7 +240,7 @@ def actor_config(cfg):
     return ActorConfig(actor_id=cfg.actor.id, random_steps=cfg.actor.random_steps, without_learner=without,
                        give_up_s=cfg.actor.give_up_s, max_lead_steps=0 if robot else cfg.actor.max_lead_steps,
                        realtime=cfg.env.realtime and not robot, robot=cfg.robot.name if robot else "sim-twin",
-                       seed=cfg.seed)
+                       seed=cfg.seed, noise_scale=float(OmegaConf.select(cfg, "actor.noise_scale", default=1.0)))
 
 
 def make_operator(cfg, env):

@@ -9,8 +9,8 @@ import sys
 import threading
 
 # Each module registers its subcommands with `add_parser(subparsers)` and sets `func` on them.
-COMMAND_MODULES = ("cmd_sim", "cmd_teleop", "cmd_record", "cmd_replay", "cmd_learn", "cmd_train", "cmd_robot", "cmd_calibrate",
-                   "cmd_reward", "cmd_serve")
+COMMAND_MODULES = ("cmd_sim", "cmd_teleop", "cmd_record", "cmd_replay", "cmd_learn", "cmd_train", "cmd_practice",
+                   "cmd_robot", "cmd_calibrate", "cmd_reward", "cmd_serve", "cmd_generalist", "cmd_steer")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     learn.set_defaults(func=_learn)
 
     ev = subparsers.add_parser("eval", help="success rate and return of a run's policy snapshot on an env")
-    ev.add_argument("--run", required=True, help="run folder holding policy.msgpack")
+    ev.add_argument("--run", required=True, help="run folder holding policy.msgpack (or a `dojo steer` run)")
     where = ev.add_mutually_exclusive_group()
     where.add_argument("--env", help="a gymnasium id (default: the run's own env)")
     where.add_argument("--sim", metavar="TASK", help="the twin's task (default: the run's own env)")
@@ -167,15 +167,18 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    from dojo.launch.cmd_steer import STEER, evaluate_steered
+
     run = Path(args.run)
-    if not (run / runs.SNAPSHOT).is_file():
-        raise FileNotFoundError(f"run {args.run!r} has no {runs.SNAPSHOT}")
+    steered = (run / STEER).is_file()  # a `dojo steer` run: its generalist steered by its critic
+    if not ((run / runs.SNAPSHOT).is_file() or steered):
+        raise FileNotFoundError(f"run {args.run!r} has no {runs.SNAPSHOT} (nor a `dojo steer` {STEER})")
     if not (args.env or args.sim or args.robot or (run / runs.CONFIG).exists()):
         raise ConfigError(f"run {args.run!r} has no {runs.CONFIG}: give --env ID, --sim TASK or --robot FILE")
     env = make_env(eval_config(train_config(_env_overrides(args), run if (run / runs.CONFIG).exists() else None,
                                             robot=args.robot)))
     try:
-        result = evaluate_run(run, env, args.episodes, seed=args.seed)
+        result = (evaluate_steered if steered else evaluate_run)(run, env, args.episodes, seed=args.seed)
     finally:
         env.close()
     print(json.dumps(result))

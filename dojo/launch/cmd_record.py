@@ -50,26 +50,27 @@ def record(env, writer, episodes: int, *, act=None, teleop=None, seed: int = 0, 
     """
     kept, successes, steps, attempt, dropped = 0, 0, 0, 0, 0
     clock = WallClock()
+    robot_env = env.unwrapped  # `env` may be a wrapper (a practice session's)
     while kept < episodes:
         obs, info = env.reset(seed=seed + attempt)
         getattr(teleop, "reset", lambda: None)()
-        writer.begin_episode(source=source, task=env.task.name, instruction=env.task.instruction,
+        writer.begin_episode(source=source, task=robot_env.task.name, instruction=robot_env.task.instruction,
                              operator=operator, robot=robot, reset_seed=seed + attempt,
-                             calibration_id=getattr(env, "calibration_id", ""),
-                             reward_source=getattr(env.task, "reward_source", ""))
+                             calibration_id=getattr(robot_env, "calibration_id", ""),
+                             reward_source=getattr(robot_env.task, "reward_source", ""), reset=info.get("reset", ""))
         ending, episode_steps = None, 0
         while ending is None:
             if teleop is not None:
                 cmd = teleop.read()
                 if cmd.estop:
-                    env.estop.trigger("teleop e-stop button")
+                    robot_env.estop.trigger("teleop e-stop button")
                 for button in ("discard", "rerecord", "success", "fail"):
                     if getattr(cmd, button):
                         ending = button
                         break
                 if ending is not None:
                     break
-                action = env.teleop_to_action(cmd)
+                action = robot_env.teleop_to_action(cmd)
             else:
                 action = act(obs)
             next_obs, reward, terminated, truncated, info = env.step(action)
@@ -78,7 +79,7 @@ def record(env, writer, episodes: int, *, act=None, teleop=None, seed: int = 0, 
             if terminated or truncated:
                 ending = "estop" if info["estop"] else "done"
             if pace:
-                clock.wait(env.period_s)
+                clock.wait(robot_env.period_s)
         if ending in ("discard", "rerecord") or episode_steps == 0:
             writer.discard_episode()
             dropped += 1

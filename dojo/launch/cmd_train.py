@@ -141,7 +141,7 @@ def run_learner(args: argparse.Namespace) -> int:
 
 # --- actor ----------------------------------------------------------------------------------------------
 def run_actor(args: argparse.Namespace) -> int:
-    from dojo.launch.build import actor_config, journal_path, make_env, make_operator, serve_reward
+    from dojo.launch.build import actor_config, journal_path, make_env, make_operator, resume_practice, serve_reward
     from dojo.link import LinkClient, row_schema
     from dojo.robot.actor import Actor
 
@@ -168,6 +168,7 @@ def run_actor(args: argparse.Namespace) -> int:
     schema = row_schema({k: (s.shape, s.dtype) for k, s in env.observation_space.spaces.items()},
                         env.action_space.shape[0])
     journal = open_journal(journal_path(cfg, keys))
+    resume_practice(env, journal.path)  # a practice session goes on from the attempts journaled so far
     client = LinkClient(journal, address, keys, actor=cfg.actor.id, schema=schema)
     serve_reward(env, client)
     actor = Actor(env, journal, actor_config(cfg), client=client)
@@ -210,17 +211,37 @@ def free_port(host: str) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from dojo.launch.build import check_learner_inputs, run_spaces
     from dojo.learners.report import plot_learning_curve
+
+    cfg, run, started = train_on_twin(args.sim, args.sim, args.run, args.overrides)
+    last = (runs.read_progress(run) or [{}])[-1]
+    eval_success = evaluate_snapshot(cfg, run, cfg.eval.episodes) if cfg.eval.episodes else None
+    plot_learning_curve(run, eval_success)
+    print(json.dumps({"task": cfg.task, "run": str(run), "env_steps": last.get("env_steps"),
+                      "updates": last.get("updates"), "train_success_rate": last.get("success_rate"),
+                      "success_rate": eval_success, "eval_episodes": cfg.eval.episodes,
+                      "wall_s": round(time.monotonic() - started, 1)}))
+    return 0
+
+
+def train_on_twin(name: str, task: str, run_arg: str | None, overrides: list[str], restarts: int = 0,
+                  command: str = "train"):
+    """`dojo train` / `dojo practice` up to the end of learning: the run folder (new, or resumed), the demos
+    (recorded with the twin's scripted expert unless demos.store is given), then a learner and its actors as
+    processes over loopback until the budget is spent (`restarts`: a killed one is started again). `name` is what
+    --sim said (a task, or a practice pair), `task` the twin task it runs. Returns (config, run, start time)."""
+    from dojo.launch.build import check_learner_inputs, run_spaces
     from dojo.link.fleet import run_fleet
 
-    run = Path(args.run or f"runs/{args.sim}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = Path(run_arg or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (run / runs.CONFIG).exists():
-        saved = OmegaConf.load(run / runs.CONFIG).get("task")
-        if saved != args.sim:
-            raise ConfigError(f"run {run} practises {saved!r}; --sim {args.sim} does not fit it (resume it with "
-                              f"--sim {saved}, or choose another --run)")
-    overrides = [f"task={args.sim}"] + list(args.overrides)
+        saved = OmegaConf.load(run / runs.CONFIG)
+        saved_command = "practice" if OmegaConf.select(saved, "practice.enabled") else "train"
+        if (saved.get("task"), saved_command) != (task, command):
+            raise ConfigError(f"run {run} is a `dojo {saved_command}` run of {saved.get('task')!r}; `dojo {command} "
+                              f"--sim {name}` does not fit it (resume it with the command and --sim it was started "
+                              f"with, or choose another --run)")
+    overrides = [f"task={task}"] + list(overrides)
     if not any(o.startswith("link.port=") for o in overrides):  # a resumed run's old port may be taken now
         overrides.append(f"link.port={free_port('127.0.0.1')}")
     cfg = train_config(overrides, run)
@@ -234,23 +255,16 @@ def run_train(args: argparse.Namespace) -> int:
             _record_demos(cfg, demos)
             cfg = train_config(overrides + [f"demos.store={demos}"], run)
         OmegaConf.save(cfg, run / runs.CONFIG)
-        show, close = progress_display(int(cfg.learner.env_steps), f"train {cfg.task}", "step")
+        show, close = progress_display(int(cfg.learner.env_steps), f"{command} {name}", "step")
         try:
             run_fleet(run, ["learner", "--run", str(run)], lambda link, actor: actor_command(run, link, actor),
                       list(cfg.learner.actors)[:cfg.actors.count], lock, backend=cfg.actors.backend,
-                      resources=dict(cfg.actors.resources), on_progress=show)
+                      resources=dict(cfg.actors.resources), on_progress=show, restarts=restarts)
         finally:
             close()
     finally:
         lock.release()
-    last = (runs.read_progress(run) or [{}])[-1]
-    eval_success = evaluate_snapshot(cfg, run, cfg.eval.episodes) if cfg.eval.episodes else None
-    plot_learning_curve(run, eval_success)
-    print(json.dumps({"task": cfg.task, "run": str(run), "env_steps": last.get("env_steps"),
-                      "updates": last.get("updates"), "train_success_rate": last.get("success_rate"),
-                      "success_rate": eval_success, "eval_episodes": cfg.eval.episodes,
-                      "wall_s": round(time.monotonic() - started, 1)}))
-    return 0
+    return cfg, run, started
 
 
 def actor_command(run: Path, link: dict, actor: str) -> list[str]:
@@ -271,8 +285,8 @@ def _record_demos(cfg, path: Path) -> None:
         return
     env = make_env(cfg, local_reward=True)
     try:
-        with EpisodeWriter(path) as writer:
-            record(env.unwrapped, writer, cfg.demos.episodes - have, act=make_expert(env.unwrapped),
+        with EpisodeWriter(path) as writer:  # the env inside CanonicalEnv: the RobotEnv, or a practice session's
+            record(env.env, writer, cfg.demos.episodes - have, act=make_expert(env.unwrapped),
                    seed=10_000 + have, operator="scripted-expert")
     finally:
         env.close()

@@ -132,6 +132,8 @@ def check_train_config(cfg: DictConfig) -> None:
     if cfg.learner.demo_ratio is not None:
         _number(cfg, "learner.demo_ratio", 0, 1)
     _choice(cfg, "learner.normalize", ("none", "demos"))
+    if "relabel" in cfg.learner:  # absent from runs saved before it
+        _check_language(cfg)
     if not (cfg.learner.devices == "all" or str(cfg.learner.devices).isdigit() and int(cfg.learner.devices) >= 1):
         raise ConfigError(f"learner.devices must be 'all' or a number >= 1, got {cfg.learner.devices!r}")
     _number(cfg, "actors.count", 1, integer=True)
@@ -155,6 +157,51 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(f"link.host must be a host name or address, got {cfg.link.host!r}")
     _number(cfg, "link.port", 1, 65535, integer=True)
     _choice(cfg, "actor.without_learner", ("auto", "act", "hold"))
+    if "max_wall_s" in cfg.learner:  # absent from runs saved before it
+        _number(cfg, "learner.max_wall_s", 0)
+    if "noise_scale" in cfg.actor:  # absent from runs saved before it
+        _number(cfg, "actor.noise_scale", 0, 1)
+    if "practice" in cfg:
+        _check_practice(cfg)
+
+
+def _check_practice(cfg: DictConfig) -> None:
+    if not isinstance(cfg.practice.enabled, bool):
+        raise ConfigError(f"practice.enabled must be true or false, got {cfg.practice.enabled!r}")
+    _number(cfg, "practice.max_failures", 1, integer=True)
+    _number(cfg, "practice.reset_timeout_s", 0, strict=True)
+    _number(cfg, "practice.person_delay_s", 0)
+    _number(cfg, "practice.videos", 0, integer=True)
+    if not cfg.practice.enabled:
+        return
+    if cfg.env.kind == "robot":
+        reset = OmegaConf.select(cfg, "robot.task.reset.mode")
+        if reset != "policy":
+            raise ConfigError(f"practice.enabled on a station needs robot.task.reset.mode=policy (the backward task "
+                              f"resets the scene), got {reset!r}")
+        return
+    if cfg.env.kind != "sim":
+        raise ConfigError(f"practice.enabled needs a task pair: the twin's (env.kind=sim) or a station's "
+                          f"(env.kind=robot), got env.kind={cfg.env.kind}")
+    from dojo.sim.task_pair import PAIR_TASKS
+
+    if cfg.task not in PAIR_TASKS:
+        raise ConfigError(f"practice.enabled needs a reset-free task pair's task, one of {sorted(PAIR_TASKS)}; "
+                          f"got task={cfg.task}")
+
+
+def _check_language(cfg: DictConfig) -> None:
+    """learner.language_encoder and learner.relabel: offline training of a V-GPS critic on demos.store."""
+    _choice(cfg, "learner.relabel", ("", "vgps", "vgps-success"))
+    folder = cfg.learner.language_encoder
+    if folder and not Path(folder).is_dir():
+        raise ConfigError(f"learner.language_encoder must be a local folder holding a language model, got {folder!r}")
+    if folder and cfg.learner.env_steps > 0:
+        raise ConfigError(f"learner.language_encoder conditions offline training only (dojo learn --offline), "
+                          f"got learner.env_steps={cfg.learner.env_steps}")
+    if (folder or cfg.learner.relabel) and not cfg.demos.store:
+        key = "learner.language_encoder" if folder else "learner.relabel"
+        raise ConfigError(f"{key} applies to the offline data: give demos.store (--data STORE)")
 
 
 def station_with_reward(cfg: DictConfig) -> dict:

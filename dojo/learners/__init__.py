@@ -29,6 +29,11 @@ PRESETS = {
                            "hidden_dims": (512, 512, 512, 512)},
                    "IQL's antmaze settings for sparse 0/1 rewards with 4x512 networks: the offline start that "
                    "WSRL fine-tunes (benchmarks/results/README.md)"),
+    "calql-vgps": ("calql", {"discount": 0.98, "cql_n_actions": 4, "critic_hidden_dims": (256, 256)},
+                   "V-GPS's language-conditioned critic (lc_cql with use_calql): alpha 5, gamma 0.98, 2 critics of "
+                   "2x256, CQL with 4 sampled actions; with learner.language_encoder and learner.relabel=vgps"),
+    "iql-vgps": ("iql", {"discount": 0.98, "expectile": 0.7, "awr_temperature": 1.0, "tau": 0.002},
+                 "V-GPS's IQL critic (lc_iql): expectile 0.7, temperature 1, gamma 0.98, target rate 0.002"),
     "fql": ("fql", {}, "FQL's published settings"),
     "bc": ("bc", {}, "behaviour cloning, OGBench's settings"),
 }

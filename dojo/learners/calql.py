@@ -1,6 +1,7 @@
 """Cal-QL (Nakamoto et al. 2023): SAC + the CQL regulariser whose policy-action Q-values are lower-bounded
 by Monte-Carlo returns (batch["mc_return"]) so pre-trained values stay calibrated for online fine-tuning.
-alpha fixed (cql_alpha) or Lagrange-tuned to a target action gap. Usable offline and online.
+alpha fixed (cql_alpha) or Lagrange-tuned to a target action gap. Usable offline and online. Sparse 0/1 goal
+rewards can be scaled and biased as in Cal-QL's antmaze runs (reward_scale, reward_bias; `scale_rewards`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class Config(common.EncoderFields):
     cql_target_action_gap: float = 0.8  # only with cql_lagrange
     enable_calql: bool = True  # False: plain CQL
     demo_ratio: float = 0.5  # offline share of each online batch ("mixing_ratio")
+    # r -> reward_scale * r + reward_bias, in the TD target and the Monte-Carlo bound alike (`scale_rewards`).
+    # The published defaults 1 and 0 leave rewards as they are; Cal-QL's antmaze runs (0/1 goal rewards) use 10 and -5.
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
 
 
 def get_config(**overrides) -> Config:
@@ -63,6 +68,21 @@ def _modules(config: Config, spec: ObsSpec, action_dim: int):
 def _optimisers(config: Config):
     return (optax.adam(config.critic_lr), optax.adam(config.actor_lr), optax.adam(config.temp_lr),
             optax.adam(config.critic_lr))
+
+
+def scale_rewards(reward, mc_return, scale: float, bias: float, gamma: float):
+    """(scale * r + bias, the Monte-Carlo return-to-go of those rewards) for one-step transitions.
+
+    The batch's mc_return G was computed from the unscaled rewards. Scaling alone multiplies it; the bias
+    needs the steps L left in the episode, which a batch does not carry. For sparse goal rewards (0 on every
+    step, 1 on the step that succeeds and ends the episode: the twin's tasks, Cal-QL's antmaze) G tells them:
+    a success L steps away has G = gamma^(L-1), so its scaled return sum_{k<L} gamma^k bias + gamma^(L-1) scale
+    is scale * G + bias * (1 - gamma * G) / (1 - gamma); a failure has G = 0 and gets bias / (1 - gamma),
+    Cal-QL's value of failing forever (replay_buffer.calc_return_to_go). With bias 0 this is exact for any
+    rewards. Needs the store's mc_gamma equal to `gamma` and n_step 1 (the learner's default).
+    """
+    scaled_mc = scale * mc_return + bias * (1.0 - gamma * mc_return) / (1.0 - gamma)
+    return scale * reward + bias, scaled_mc
 
 
 def cql_regulariser(q_data, q_rand, q_pi, log_pi, q_next_pi, log_pi_next, mc_return, action_dim: int,
@@ -123,7 +143,9 @@ class CalQLAgent(flax.struct.PyTreeNode):
         next_q = critic.apply({"params": self.target_critic_params}, batch["next_obs"], next_action).min(0)
         if cfg.backup_entropy:
             next_q = next_q - jnp.exp(self.log_temp) * next_logp
-        target = jax.lax.stop_gradient(batch["reward"] + batch["discount"] * next_q)
+        reward, mc_return = scale_rewards(batch["reward"], batch.get("mc_return", jnp.zeros_like(batch["reward"])),
+                                          cfg.reward_scale, cfg.reward_bias, cfg.discount)
+        target = jax.lax.stop_gradient(reward + batch["discount"] * next_q)
 
         feats = critic.apply({"params": critic_params}, batch["obs"], method="encode")
         q_data = critic.apply({"params": critic_params}, feats, batch["action"], method="from_features")
@@ -139,16 +161,20 @@ class CalQLAgent(flax.struct.PyTreeNode):
         def q_at(actions):
             return critic.apply({"params": critic_params}, feats_n, actions, method="from_features")
 
-        gap = cql_regulariser(q_data, q_at(rand_actions), q_at(pi_actions), log_pi, q_at(pi_next_actions),
-                              log_pi_next, batch["mc_return"], a, cfg.cql_temp, cfg.enable_calql)
+        q_pi = q_at(pi_actions)
+        gap = cql_regulariser(q_data, q_at(rand_actions), q_pi, log_pi, q_at(pi_next_actions),
+                              log_pi_next, mc_return, a, cfg.cql_temp, cfg.enable_calql)
         if cfg.cql_lagrange:
             alpha = jnp.clip(jnp.exp(self.log_cql_alpha), 0.0, 1e6) * cfg.cql_alpha
             cql_loss = alpha * (gap - cfg.cql_target_action_gap)
         else:
             cql_loss = cfg.cql_alpha * gap
         loss = (td_loss + cql_loss).sum()
+        # calibration diagnostics (Cal-QL logs these): the (scaled) MC return the policy's Q is held above,
+        # and how often the bound is active
         return loss, {"critic_loss": loss, "td_loss": td_loss.mean(), "cql_gap": gap.mean(),
-                      "q": q_data.mean(), "target_q": target.mean()}
+                      "q": q_data.mean(), "target_q": target.mean(), "q_pi": q_pi.mean(),
+                      "mc_return": mc_return.mean(), "bound_rate": (q_pi < mc_return[None, :, None]).mean()}
 
     def actor_loss(self, actor_params, batch, rng):
         _, critic, actor = self.modules

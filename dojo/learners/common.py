@@ -37,8 +37,8 @@ _COUNTS = ("batch_size", "utd_ratio", "num_qs", "num_min_qs", "cql_n_actions", "
 _INTERVALS = {"discount": (0.0, 1.0, "in (0, 1]"), "tau": (0.0, 1.0, "in (0, 1]"),
               "demo_ratio": (None, 1.0, "in [0, 1]"), "expectile": (0.0, 0.999999, "in (0, 1)")}
 _NON_NEGATIVE = ("aug_pad", "bc_weight", "alpha", "cql_alpha", "awr_temperature")
-_POSITIVE = ("init_temperature", "cql_temp", "max_awr_weight")
-_CHOICES = {"q_agg": ("mean", "min")}
+_POSITIVE = ("init_temperature", "cql_temp", "max_awr_weight", "reward_scale")
+_CHOICES = {"q_agg": ("mean", "min"), "bc_on": ("mode", "sample")}
 
 
 def check_config(config) -> None:

@@ -28,10 +28,12 @@ from dojo import runs
 from dojo.learners import agent_config, preset_agent
 from dojo.learners.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from dojo.learners.devices import DataParallel
+from dojo.learners.report import tensorboard_writer
 from dojo.link import LinkServer, StoreSink, row_schema
 from dojo.policies.evaluation import evaluate, policy_act
-from dojo.policies.snapshot import save_snapshot, snapshot_bytes
-from dojo.policies.spaces import ObsAdapter
+from dojo.policies.networks import CriticEnsemble
+from dojo.policies.snapshot import save_snapshot, snapshot_bytes, with_critic
+from dojo.policies.spaces import ObsAdapter, ObsSpec
 from dojo.replay.sampler import ReplayMirror, symmetric_ratio
 from dojo.replay.store import EpisodeWriter, StoreReader
 from dojo.rewards.interventions import episode_rlif_reward
@@ -86,6 +88,7 @@ class Learner:
         self.run, self.cfg, self.lc, self.eval_env = Path(run_dir), cfg, cfg.learner, eval_env
         self.stop_event = threading.Event()
         self.updates, self.rng = 0, np.random.default_rng(cfg.seed)
+        self._first_started = runs.first_started(self.run)
         self.obs_spec = ObsAdapter(obs_space).spec
         self.action_dim = int(action_space.shape[0])
         mode = cfg.intervention.mode
@@ -94,8 +97,12 @@ class Learner:
 
         # The stores: offline data first (it fixes the mirror's return settings), then one per actor.
         obs_keys, capacity = ("state", *self.obs_spec.camera_keys), int(self.lc.capacity_steps)
-        self.mirror = (ReplayMirror.from_store(cfg.demos.store, capacity, obs_keys=obs_keys) if cfg.demos.store
-                       else ReplayMirror(capacity))
+        self.language = language_encoder(cfg)
+        if cfg.demos.store and (self.language is not None or self.lc.get("relabel", "")):
+            self.mirror = offline_mirror(cfg, capacity, obs_keys, self.language, self.run)
+        else:
+            self.mirror = (ReplayMirror.from_store(cfg.demos.store, capacity, obs_keys=obs_keys) if cfg.demos.store
+                           else ReplayMirror(capacity))
         self.journals: dict[str, EpisodeWriter] = {}
         self.sinks: dict[str, StoreSink] = {}
         self.store_spec = {"state": ((self.obs_spec.state_dim,), np.float32),
@@ -129,8 +136,7 @@ class Learner:
             self.server = LinkServer(self._on_steps, self.run / runs.KEYS, host=cfg.link.host, port=cfg.link.port,
                                      last_seq_by_actor={a: s.last_seq for a, s in self.sinks.items()},
                                      schema=row_schema(self.store_spec, self.action_dim),
-                                     status=lambda: {"lead_steps": self.lead_steps(),
-                                                     "done": self.env_steps >= int(self.lc.env_steps)},
+                                     status=lambda: {"lead_steps": self.lead_steps(), "done": self.budget_spent()},
                                      scorer=reward_service)
         self.live_policy = LivePolicy(lambda: self.agent, cfg.seed)
         self._starved = self._done = False
@@ -164,6 +170,8 @@ class Learner:
             if self.mirror.num_steps == 0:
                 raise ValueError("learner.normalize=demos needs demos (demos.store) to take the statistics from")
             stats = state_stats(self.mirror)
+        if self.language is not None:  # the agent sees the state with the instruction's embedding appended
+            obs_space = ObsSpec(self.obs_spec.state_dim + self.language.dim, self.obs_spec.cameras)
         return module.create(self.cfg.seed, obs_space, action_space, config, obs_stats=stats), preset
 
     # -- the budgets ------------------------------------------------------------------------------
@@ -171,6 +179,11 @@ class Learner:
     def env_steps(self) -> int:
         with self._steps_lock:
             return self._env_steps
+
+    def budget_spent(self) -> bool:
+        """The run's budgets: `learner.env_steps`, and `learner.max_wall_s` from the run's first start."""
+        wall = float(self.lc.get("max_wall_s", 0.0))
+        return self.env_steps >= int(self.lc.env_steps) or bool(wall and time.time() - self._first_started >= wall)
 
     def update_budget(self, env_steps: int) -> int:
         """Updates allowed so far: the offline ones, then `updates_per_step` per online step after the warm-up."""
@@ -272,7 +285,7 @@ class Learner:
             if on_listening is not None:
                 on_listening()
         self.publish()
-        while self.env_steps < int(self.lc.env_steps) and not self.stop_event.is_set():
+        while not self.budget_spent() and not self.stop_event.is_set():
             if actor is None:
                 if self.tick() == 0:
                     time.sleep(0.005)
@@ -283,7 +296,7 @@ class Learner:
                 with self._steps_lock:
                     self._env_steps += 1
             self.tick(max_updates=1 << 30)
-        self._done = self.env_steps >= int(self.lc.env_steps)  # actors hear it with their next ack
+        self._done = self.budget_spent()  # actors hear it with their next ack
         while not self.stop_event.is_set() and self.tick() > 0:
             pass  # the updates the collected steps still allow
 
@@ -314,8 +327,20 @@ class Learner:
     def checkpoint(self) -> None:
         save_checkpoint(str(self.run / runs.CHECKPOINT), self.agent, extra={
             "updates": self.updates, "sampler_rng": self.rng.bit_generator.state, "preset": self.preset})
-        save_snapshot(str(self.run / runs.SNAPSHOT), self.agent.snapshot())
+        save_snapshot(str(self.run / runs.SNAPSHOT), self.saved_snapshot())
         self._last_ckpt = time.monotonic()
+
+    def saved_snapshot(self):
+        """The snapshot RUN/policy.msgpack holds: the policy, and the target critic of an agent that has one with
+        the language encoder it was conditioned on (what V-GPS steering scores with; the link carries the policy
+        alone)."""
+        snap = self.agent.snapshot()
+        critic = next((m for m in getattr(self.agent, "modules", ()) if isinstance(m, CriticEnsemble)), None)
+        params = getattr(self.agent, "target_critic_params", None)
+        if critic is None or params is None:
+            return snap
+        language = {"id": self.language.id, "dim": self.language.dim} if self.language is not None else None
+        return with_critic(snap, critic, params, language)
 
     def evaluate(self) -> dict:
         started = time.monotonic()
@@ -341,7 +366,7 @@ class Learner:
         with open(self.run / runs.PROGRESS, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is None:
-            self._tb = _tensorboard(self.run / "tb")
+            self._tb = tensorboard_writer(self.run / "tb")
         for key, value in record.items():
             if isinstance(value, (int, float)) and key != "env_steps":
                 self._tb.add_scalar(key, value, record["env_steps"] or record["updates"])
@@ -367,10 +392,57 @@ class Learner:
         self.sinks, self.journals = {}, {}
 
 
-def _tensorboard(path: Path):
-    from tensorboardX import SummaryWriter
+def language_encoder(cfg):
+    """The run's learner.language_encoder (a LanguageEncoder), or None. Conditioning is for offline training:
+    actors' stores hold no embeddings."""
+    folder = cfg.learner.get("language_encoder", "")
+    if not folder:
+        return None
+    if int(cfg.learner.env_steps) > 0:
+        raise ValueError(f"learner.language_encoder conditions offline training (dojo learn --offline) only; "
+                         f"this run asks for learner.env_steps={cfg.learner.env_steps} online steps")
+    from dojo.policies.language import load_language_encoder
 
-    return SummaryWriter(str(path))
+    return load_language_encoder(folder)
+
+
+def offline_mirror(cfg, capacity: int, obs_keys: tuple, language=None, run: Path | None = None) -> ReplayMirror:
+    """demos.store in a mirror, each episode's instruction embedding (through `language`) appended to its
+    states, and with learner.relabel=vgps[-success] V-GPS's rewards (dojo.rewards.relabel.vgps_episode_pieces)
+    at the agent's discount."""
+    from dojo.rewards.relabel import vgps_episode_pieces
+
+    reader = StoreReader(cfg.demos.store)
+    mirror = ReplayMirror(capacity, mc_gamma=reader.mc_gamma, failure_reward=reader.failure_reward)
+    relabel, gamma = cfg.learner.get("relabel", ""), _agent_discount(cfg, run)
+    for first in range(0, reader.num_episodes, 256):
+        for ep in reader.read_episodes(first, min(first + 256, reader.num_episodes), obs_keys):
+            if ep.info.num_steps == 0:
+                continue
+            if language is not None:
+                if not ep.info.instruction:
+                    raise ValueError(f"episode {ep.info.index} of {cfg.demos.store} has no instruction; "
+                                     f"learner.language_encoder needs stores whose episodes carry instructions")
+                embedding = language.encode([ep.info.instruction])[0]
+                state = ep.obs["state"]
+                ep.obs["state"] = np.concatenate([state, np.broadcast_to(embedding, (len(state), embedding.size))],
+                                                 axis=1).astype(np.float32)
+            if relabel:
+                for piece in vgps_episode_pieces(ep, gamma, failures=relabel == "vgps-success"):
+                    mirror.add_episode(**piece)
+            else:
+                mirror.add_episode(ep.obs, ep.action, ep.reward, ep.terminal, ep.truncated, ep.intervened,
+                                   source=ep.info.source, mc_return=ep.mc_return, _finished=ep.info.finished)
+    return mirror
+
+
+def _agent_discount(cfg, run: Path | None) -> float:
+    """The discount of the agent this run trains: its checkpoint's when it resumes, agent.init's, or its preset's."""
+    path = run / runs.CHECKPOINT if run is not None and (run / runs.CHECKPOINT).exists() else (
+        runs.checkpoint_path(cfg.agent.init) if cfg.agent.init else None)
+    if path is not None:
+        return float(read_checkpoint(str(path))[0]["config"]["discount"])
+    return float(agent_config(cfg.agent.name, agent_overrides(cfg, preset_agent(cfg.agent.name)))[1].discount)
 
 
 def spaces_of(obs_spec, action_dim: int) -> tuple:

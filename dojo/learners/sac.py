@@ -47,6 +47,9 @@ class Config(common.EncoderFields):
     # and the demo action on the batch's demo rows (batch["source"] == demo), added to the actor loss.
     # Sparse rewards make Q nearly flat in the action early on; this keeps the actor on the demos meanwhile.
     bc_weight: float = 0.0
+    # What the BC term compares with the demo action: the actor's mode, or the action it samples (the squared
+    # error then adds the policy's variance on demo states: it also keeps the exploration noise near the demos').
+    bc_on: str = "mode"
 
 
 def get_config(**overrides) -> Config:
@@ -149,7 +152,8 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         loss = (jnp.exp(self.log_temp) * logp - q).mean()
         info = {"entropy": -logp.mean()}
         if self.config.bc_weight > 0:
-            bc = demo_bc_loss(nets.mode(mean, True), batch["action"], batch["source"])
+            acted = nets.mode(mean, True) if self.config.bc_on == "mode" else action
+            bc = demo_bc_loss(acted, batch["action"], batch["source"])
             loss = loss + self.config.bc_weight * bc
             info["bc_loss"] = bc
         return loss, {"actor_loss": loss, **info}

@@ -40,11 +40,25 @@ def _die_with_parent() -> None:
 class Child:
     """A dojo command as a local process, its output in a log file."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path, **popen) -> None:
-        self.name, self.log_path = name, log_path
+    def __init__(self, name: str, args: list[str], log_path: Path, restarts: int = 0, **popen) -> None:
+        self.name, self.log_path, self.restarts_left = name, log_path, restarts
+        self._start = lambda log: subprocess.Popen(CLI + args, stdout=log, stderr=subprocess.STDOUT,
+                                                   preexec_fn=_die_with_parent, **popen)
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(CLI + args, stdout=log, stderr=subprocess.STDOUT,
-                                         preexec_fn=_die_with_parent, **popen)
+            self.proc = self._start(log)
+
+    def restart_if_killed(self) -> bool:
+        """A process killed by a signal other than SIGTERM (SIGKILL, a crash) is started again while restarts
+        are left; it resumes from its journal or checkpoint. True when it was."""
+        code = self.proc.poll()
+        if code is None or code >= 0 or code == -signal.SIGTERM or self.restarts_left <= 0:
+            return False
+        self.restarts_left -= 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"dojo fleet: the {self.name} was killed by signal {-code}; starting it again\n".encode())
+            log.flush()
+            self.proc = self._start(log)
+        return True
 
     def failure(self) -> DojoError | None:
         """The error to report if this process has exited badly: how, and its log's last line."""
@@ -161,11 +175,13 @@ class RayActor:
         self.ray.kill(self.handle, no_restart=True)
 
 
-def start_actors(run: Path, commands: list[list[str]], actor_ids: list[str], backend: str, resources: dict) -> list:
-    """One dojo actor per command: a local process, or a Ray actor needing one CPU and `resources` (a robot's
-    custom resource pins its actor to that robot's node). Logs in RUN/<actor>.log."""
+def start_actors(run: Path, commands: list[list[str]], actor_ids: list[str], backend: str, resources: dict,
+                 restarts: int = 0) -> list:
+    """One dojo actor per command: a local process (started again `restarts` times if killed), or a Ray actor
+    needing one CPU and `resources` (a robot's custom resource pins its actor to that robot's node; Ray restarts
+    it). Logs in RUN/<actor>.log."""
     if backend != "ray":
-        return [Child(f"actor {a}", command, run / f"{a}.log") for a, command in zip(actor_ids, commands)]
+        return [Child(f"actor {a}", command, run / f"{a}.log", restarts) for a, command in zip(actor_ids, commands)]
     ray = init_ray(run)
     check_resources(ray, resources)
     cls = _ray_actor_class(ray)
@@ -209,21 +225,26 @@ def run_commands(folder: Path, commands: list[list[str]], names: list[str], back
 # --- the fleet -------------------------------------------------------------------------------------------
 def run_fleet(run: Path, learner_args: list[str], actor_args: Callable[[dict, str], list[str]], actor_ids: list[str],
               lock: runs.RunLock, backend: str = "local", resources: dict | None = None,
-              on_progress: Callable[[dict], None] | None = None, start_timeout_s: float = 300.0) -> None:
+              on_progress: Callable[[dict], None] | None = None, start_timeout_s: float = 300.0,
+              restarts: int = 0) -> None:
     """Run the learner (which takes over `lock`) and, once it listens, one actor per id
-    (`actor_args(link_info, actor_id)`), until the learner finishes. Raises DojoError naming what failed."""
+    (`actor_args(link_info, actor_id)`), until the learner finishes. Raises DojoError naming what failed.
+    `restarts`: a local learner or actor killed by a signal is started again this many times (each), and
+    resumes; otherwise that ends the fleet with the reason."""
     if backend not in BACKENDS:
         raise ValueError(f"actors.backend must be one of {list(BACKENDS)}, got {backend!r}")
-    learner = Child("learner", learner_args, run / "learner.log", pass_fds=(lock.fd,), env=lock.child_env())
+    learner = Child("learner", learner_args, run / "learner.log", restarts, pass_fds=(lock.fd,),
+                    env=lock.child_env())
     actors: list = []
     try:
         wait_until_listening(run, learner, start_timeout_s)
         link = runs.read_link_info(run)
-        actors = start_actors(run, [actor_args(link, a) for a in actor_ids], actor_ids, backend, resources or {})
+        actors = start_actors(run, [actor_args(link, a) for a in actor_ids], actor_ids, backend, resources or {},
+                              restarts)
         shown = None
-        while learner.proc.poll() is None:
+        while learner.proc.poll() is None or learner.restart_if_killed():
             for actor in actors:
-                failed = actor.failure()
+                failed = None if isinstance(actor, Child) and actor.restart_if_killed() else actor.failure()
                 if failed:
                     raise failed
             rows = runs.read_progress(run) if on_progress is not None else []

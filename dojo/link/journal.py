@@ -21,11 +21,11 @@ from typing import Protocol
 import numpy as np
 
 from dojo.link.wire import Step, make_schema
-from dojo.replay.store import SOURCES, EpisodeWriter, StoreReader
+from dojo.replay.store import RESETS, SOURCES, EpisodeWriter, StoreReader
 from dojo.threads import join_thread
 
 META_FIELDS = ("source", "task", "instruction", "operator", "robot", "calibration_id", "start_time_s",
-               "reset_seed", "reward_source")
+               "reset_seed", "reward_source", "reset")
 _READ_BLOCK_ROWS = 64
 
 
@@ -152,13 +152,15 @@ class StoreJournal:
     # -- recording (control loop) ---------------------------------------------------------------
     def begin_episode(self, *, source: str = "online", task: str = "", instruction: str = "", operator: str = "",
                       robot: str = "", calibration_id: str = "", start_time_s: float | None = None,
-                      reset_seed: int = -1, reward_source: str = "") -> None:
+                      reset_seed: int = -1, reward_source: str = "", reset: str = "") -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
         self._begin = {"source": source, "task": task, "instruction": instruction, "operator": operator,
                        "robot": robot, "calibration_id": calibration_id,
                        "start_time_s": time.time() if start_time_s is None else float(start_time_s),
-                       "reset_seed": int(reset_seed), "reward_source": str(reward_source)}
+                       "reset_seed": int(reset_seed), "reward_source": str(reward_source), "reset": str(reset)}
 
     def add_step(self, obs, action, reward, terminal, truncated, intervened=False, info=None) -> int:
         if self._begin is None and self._last_seq == self._committed_seq == 0:

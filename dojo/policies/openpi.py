@@ -1,5 +1,5 @@
 """The openpi policy-server protocol (websocket + msgpack): a client, a server any policy can sit behind, and the
-policies dojo serves with it (a dojo snapshot; a LeRobot checkpoint).
+policies dojo serves with it (a dojo snapshot; dojo's generalist; a LeRobot checkpoint).
 
 The wire format is openpi's (packages/openpi-client: websocket_client_policy.py, msgpack_numpy.py;
 src/openpi/serving/websocket_policy_server.py), spoken here with `websockets` + `msgpack` because the PyPI
@@ -301,6 +301,37 @@ class SnapshotPolicy:
         return {"actions": np.asarray(action, np.float32)[None]}
 
 
+class GeneralistPolicy:
+    """dojo's own generalist (`dojo generalist train --out FILE`) behind the protocol: an observation with
+    "prompt" (the instruction) in, one sampled chunk (H, d) in the env's [-1, 1]^d out. A request may ask for
+    "num_samples": n (at most the metadata's "max_samples_per_call") and gets (n, H, d) from one batched pass:
+    how dojo.policies.generalist.OpenpiGeneralist draws V-GPS's K candidates in one round trip.
+    `encoder`: the language encoder's folder, for instructions outside the generalist's training set."""
+
+    max_samples_per_call = 256
+
+    def __init__(self, path: str, encoder: str | None = None, seed: int = 0) -> None:
+        from dojo.policies.generalist import load_generalist
+
+        self.generalist = load_generalist(path, encoder=encoder, seed=seed)
+        g = self.generalist
+        self.metadata = {
+            "policy": "dojo-generalist", "generalist": str(path), "encoder_id": g.model.encoder_id,
+            "instructions": list(g.instructions), "state_dim": g.obs_spec.state_dim,
+            "cameras": {k: list(s) for k, s in g.obs_spec.cameras}, "action_dim": g.action_dim,
+            "action_horizon": g.chunk_len, "max_samples_per_call": self.max_samples_per_call}
+
+    def infer(self, obs: dict) -> dict:
+        prompt = obs.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("a dojo generalist needs the instruction as obs['prompt'] (a non-empty string)")
+        n = obs.get("num_samples")
+        if n is not None and not (isinstance(n, int) and 1 <= n <= self.max_samples_per_call):
+            raise ValueError(f"num_samples must be an integer in [1, {self.max_samples_per_call}], got {n!r}")
+        chunks = self.generalist.unnormalize(self.generalist.sample(obs, prompt, 1 if n is None else n))
+        return {"actions": chunks[0] if n is None else chunks}
+
+
 class LeRobotPolicy:
     """A LeRobot policy checkpoint (ACT, Diffusion, SmolVLA, ...: a folder written by save_pretrained, with its
     pre/post-processors) behind the protocol: obs dict in, its action chunk (H, d) out. Runs only inside a
@@ -327,6 +358,15 @@ class LeRobotPolicy:
                             "environment (Python >= 3.12, torch < 2.12): run this there, or give dojo serve-policy "
                             "--python LEROBOT_PYTHON") from None
         self._torch = torch
+        missing = [f for f in ("config.json", "policy_preprocessor.json", "policy_postprocessor.json")
+                   if not os.path.isfile(os.path.join(checkpoint, f))]
+        if "config.json" in missing:
+            raise DojoError(f"LeRobot checkpoint {checkpoint!r} has no config.json; expected a folder written by "
+                            "policy.save_pretrained")
+        if missing:  # LeRobot would raise ProcessorMigrationError, several lines long
+            raise DojoError(f"LeRobot checkpoint {checkpoint!r} has no {' or '.join(missing)}: save the processors "
+                            "from make_pre_post_processors with save_pretrained beside the policy (a checkpoint from "
+                            "LeRobot < 0.4 needs lerobot's migrate_policy_normalization.py first)")
         config = PreTrainedConfig.from_pretrained(checkpoint)
         config.device = device
         self.policy = get_policy_class(config.type).from_pretrained(checkpoint, config=config)
@@ -366,10 +406,24 @@ class LeRobotPolicy:
                              f"camera 'front' -> observation.images.front); got keys {sorted(obs)}")
         return batch
 
+    def _predict_chunk(self, batch: dict):
+        policy, queues = self.policy, getattr(self.policy, "_queues", None)
+        if getattr(policy.config, "n_obs_steps", 1) > 1 and isinstance(queues, dict) and "action" in queues:
+            # Diffusion, VQ-BeT, ...: predict_action_chunk wants (1, n_obs_steps, ...) inputs, which select_action
+            # stacks from its history of this connection's observations (reset() runs on connect) before it
+            # computes a chunk into its action queue: take that whole chunk.
+            queues["action"].clear()
+            first = policy.select_action(batch)
+            chunk = self._torch.stack([first, *queues["action"]], dim=1)
+            queues["action"].clear()
+            return chunk
+        # ACT predicts chunk_size steps and runs the first n_action_steps of them (the metadata's horizon)
+        return policy.predict_action_chunk(batch)[:, :int(getattr(policy.config, "n_action_steps", 1))]
+
     def infer(self, obs: dict) -> dict:
         with self._torch.inference_mode():
             batch = self.preprocess(self._to_lerobot(obs))
-            chunk = self.policy.predict_action_chunk(batch)  # (1, H, d), in the policy's normalised units
+            chunk = self._predict_chunk(batch)  # (1, H, d), in the policy's normalised units
             # The post-processor unnormalises per row: the H steps of the chunk go through as a batch of H.
             actions = self.postprocess(chunk[0])
         return {"actions": actions.float().cpu().numpy()}

@@ -41,6 +41,11 @@ class Snapshot:
     action_scale: ActionScale
     step: int = 0
     version: int = SNAPSHOT_VERSION
+    # Optional: the critic (`networks.CriticEnsemble` on this snapshot's encoder config; its params, encoder
+    # included, in params["critic"]) that V-GPS steering scores candidate actions with, and the language
+    # encoder ({"id", "dim"}) whose instruction embedding was appended to the state it was trained on.
+    critic_config: dict | None = None  # CriticEnsemble fields: hidden_dims, num_qs, layer_norm
+    language: dict | None = None
 
     def __post_init__(self):
         if self.kind not in POLICY_KINDS:
@@ -61,6 +66,10 @@ def snapshot_bytes(snap: Snapshot) -> bytes:
         "state_mean": np.asarray(snap.state_mean, np.float32), "state_std": np.asarray(snap.state_std, np.float32),
         "action_low": list(snap.action_scale.low), "action_high": list(snap.action_scale.high),
     }
+    if snap.critic_config is not None:
+        blob["critic_config"] = _jsonable(snap.critic_config)
+    if snap.language is not None:
+        blob["language"] = {"id": str(snap.language["id"]), "dim": int(snap.language["dim"])}
     return flax.serialization.msgpack_serialize(blob)
 
 
@@ -112,7 +121,19 @@ def snapshot_from_bytes(data: bytes, where: str = "received") -> Snapshot:
         actor_config=_restore_config(blob["actor_config"]), params=blob["params"],
         obs_spec=ObsSpec(int(spec["state_dim"]), tuple(cams.items())),
         state_mean=np.asarray(blob["state_mean"]), state_std=np.asarray(blob["state_std"]),
-        action_scale=ActionScale(low, high), step=int(blob["step"]), version=int(blob["version"]))
+        action_scale=ActionScale(low, high), step=int(blob["step"]), version=int(blob["version"]),
+        critic_config=_restore_config(blob["critic_config"]) if "critic_config" in blob else None,
+        language={"id": str(blob["language"]["id"]), "dim": int(blob["language"]["dim"])} if "language" in blob
+        else None)
+
+
+def with_critic(snap: Snapshot, critic: nets.CriticEnsemble, critic_params, language: dict | None = None) -> Snapshot:
+    """`snap` carrying `critic` (with its params) and the language encoder ({"id", "dim"}) its state was
+    conditioned on: what a learner saves for V-GPS steering (dojo.policies.steering)."""
+    config = {"hidden_dims": tuple(critic.hidden_dims), "num_qs": int(critic.num_qs),
+              "layer_norm": bool(critic.layer_norm)}
+    params = {**snap.params, "critic": _to_numpy(flax.serialization.to_state_dict(critic_params))}
+    return dataclasses.replace(snap, params=params, critic_config=config, language=language)
 
 
 def policy_apply(kind: str, encoder: nets.ObsEncoder, actor, params, obs, rng, deterministic: bool):

@@ -49,10 +49,12 @@ META_DTYPES = {
     "reset_seed": np.int64,  # the seed the env was reset with; -1 when unknown
     "reward_source": str,  # what produced the stored rewards: "" (the recording env), or "<kind>:<model id>"
     "reward_missed": np.int64,  # labels a reward service did not return in time (their steps got reward 0)
+    "reset": str,  # how the scene was reset before the episode: "" (the env's reset), "free" or "human"
 }
 # Fields added after the first stores were written: a store without the array reads as these values,
 # and the next writer to open it adds the array.
-META_DEFAULTS = {"reset_seed": -1, "reward_source": "", "reward_missed": 0}
+META_DEFAULTS = {"reset_seed": -1, "reward_source": "", "reward_missed": 0, "reset": ""}
+RESETS = ("", "free", "human")  # meta/reset: the env's own reset, reset-free (practice), a person's
 META_STRINGS = tuple(k for k, v in META_DTYPES.items() if v is str)
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CHUNK_TARGET_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: few files, cheap partial rewrites
@@ -86,6 +88,7 @@ class EpisodeInfo:
     reset_seed: int = -1  # the seed the environment was reset with; -1 when unknown
     reward_source: str = ""  # "" = the recording env's reward; "<kind>:<model id>" after `dojo replay relabel`
     reward_missed: int = 0  # labels the reward service did not return within its deadline
+    reset: str = ""  # "" = the env's own reset; "free" = the scene as the last attempt left it; "human" = a person's
 
     @property
     def num_steps(self) -> int:
@@ -764,10 +767,12 @@ class EpisodeWriter:
         start_time_s: float | None = None,
         reset_seed: int = -1,
         reward_source: str = "",
+        reset: str = "",
     ) -> None:
         """Open an episode; `reset_seed` is the seed the env was reset with (-1: unknown), which lets
         `dojo replay play` reset the twin to the same initial state. `reward_source` names what produces
-        its rewards ("" for the env's own, "<kind>:<model id>" for a reward model)."""
+        its rewards ("" for the env's own, "<kind>:<model id>" for a reward model). `reset` says how the scene
+        got to its start (RESETS: the env's reset, reset-free practice, a person)."""
         self._check_open()
         if self._open is not None:
             raise RuntimeError("begin_episode called while an episode is open: end or discard it first")
@@ -776,11 +781,14 @@ class EpisodeWriter:
         if isinstance(reset_seed, bool) or not isinstance(reset_seed, (int, np.integer)) or not (
                 -1 <= reset_seed < 2**63):
             raise ValueError(f"reset_seed must be an integer >= 0, or -1 when unknown, got {reset_seed!r}")
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
         self._open = {
             "start_row": self.num_rows, "source": source, "task": str(task), "instruction": str(instruction),
             "operator": str(operator), "robot": str(robot), "calibration_id": str(calibration_id),
             "start_time_s": time.time() if start_time_s is None else float(start_time_s),
             "reset_seed": int(reset_seed), "reward_source": str(reward_source), "reward_missed": 0,
+            "reset": reset,
         }
         self._ep_reward, self._ep_terminal, self._ended = [], [], False
 
@@ -1029,7 +1037,7 @@ def append_episodes(source: str | os.PathLike, writer: EpisodeWriter) -> int:
     metadata (e.g. to gather a fleet's stores into one). Returns the episodes copied."""
     reader = StoreReader(source)
     fields = ("source", "task", "instruction", "operator", "robot", "calibration_id", "start_time_s", "reset_seed",
-              "reward_source")
+              "reward_source", "reset")
     copied = 0
     for i in range(reader.num_episodes):
         ep = reader.episode(i)

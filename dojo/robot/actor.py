@@ -42,8 +42,11 @@ class ActorConfig:
     realtime: bool = False  # pace the control loop on the wall clock (for a twin; hardware paces itself)
     robot: str = "sim-twin"
     seed: int = 0
+    noise_scale: float = 1.0  # the policy's exploration noise, scaled: 1 samples the policy, 0 acts with its mode
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.noise_scale, (int, float)) and 0.0 <= self.noise_scale <= 1.0):
+            raise ValueError(f"actor.noise_scale must be a number in [0, 1], got {self.noise_scale!r}")
         if self.without_learner not in WITHOUT_LEARNER:
             raise ValueError(f"actor.without_learner must be one of {WITHOUT_LEARNER}, got {self.without_learner!r}")
         if not self.give_up_s > 0:
@@ -131,17 +134,27 @@ class Actor:
     def act(self, obs) -> np.ndarray:
         if self.steps < self.config.random_steps:
             return self.rng.uniform(-1.0, 1.0, self.env.action_space.shape).astype(np.float32)
-        return self.policy.act_normalized(obs, deterministic=False)
+        scale = self.config.noise_scale
+        if scale == 1.0:
+            return self.policy.act_normalized(obs, deterministic=False)
+        mode = self.policy.act_normalized(obs, deterministic=True)
+        if scale == 0.0:
+            return mode
+        sample = self.policy.act_normalized(obs, deterministic=False)
+        return np.clip(mode + scale * (sample - mode), -1.0, 1.0).astype(np.float32)
 
     # -- the control loop ------------------------------------------------------------------------
     def _begin_episode(self) -> None:
         seed = self.config.seed * 1_000_003 + self.episodes
-        self._obs, _ = self.env.reset(seed=seed)
+        self._obs, info = self.env.reset(seed=seed)
         getattr(getattr(self.robot, "teleop", None), "reset", lambda: None)()
+        task = getattr(self.robot, "task", None)  # a practice session switches it between attempts
+        if task is not None:
+            self.task_name, self.instruction = task.name, task.instruction
         self.journal.begin_episode(source="online", task=self.task_name, instruction=self.instruction,
                                    operator="policy", robot=self.config.robot, reset_seed=seed,
                                    calibration_id=getattr(self.robot, "calibration_id", ""),
-                                   reward_source=getattr(getattr(self.robot, "task", None), "reward_source", ""))
+                                   reward_source=getattr(task, "reward_source", ""), reset=info.get("reset", ""))
         self._episode = {"steps": 0, "interventions": 0, "intervened_steps": 0, "was_intervened": False,
                          "reward_missed": 0}
 

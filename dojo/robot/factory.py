@@ -53,6 +53,7 @@ def make_robot_env(station, teleop=None, with_teleop: bool = True, render_mode: 
                    cameras=cameras, clock=clock, teleop=teleop, render_mode=render_mode,
                    reset=_make_reset(station, arm_driver, teleop), calibration=load_station_calibration(station))
     env.station = station
+    env.person = station_person(station, arm_driver, teleop)  # a practice session asks them for resets
     return env
 
 
@@ -86,15 +87,20 @@ def env_config(station) -> EnvConfig:
                      max_episode_steps=station.task.max_episode_steps)
 
 
+def station_person(station, arm_driver, teleop):
+    """Who resets the scene when asked: the twin's simulated person, or the operator at the station."""
+    return arm_driver.make_person(station) if hasattr(arm_driver, "make_person") else OperatorPrompt(teleop)
+
+
 def _make_reset(station, arm_driver, teleop):
     reset = station.task.reset
     if reset.mode == "scripted":
         return ScriptedReset(reset.xy_noise_m, reset.yaw_noise_rad)
     if reset.mode == "human":
-        person = arm_driver.make_person(station) if hasattr(arm_driver, "make_person") else OperatorPrompt(teleop)
-        return HumanReset(person, reset.timeout_s)
-    raise ValueError("robot.task.reset.mode=policy resets with a backward policy, which `dojo practice` "
-                     "provides; for `dojo actor`, `record` and `eval` use human or scripted")
+        return HumanReset(station_person(station, arm_driver, teleop), reset.timeout_s)
+    # policy: the backward task's attempts reset the scene (dojo.robot.practice); the env's own reset only takes
+    # the arm home (and in the twin re-places the objects, which a practice session asks for on a fresh start)
+    return ScriptedReset()
 
 
 def station_spaces(station) -> tuple:

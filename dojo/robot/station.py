@@ -88,11 +88,20 @@ class RewardSection:
 
 @dataclasses.dataclass(frozen=True)
 class ResetSection:
-    mode: str = "human"  # human (a person resets the scene) | scripted (a randomised arm pose) | policy
+    mode: str = "human"  # human (a person resets the scene) | scripted (a randomised arm pose) | policy (the
+    #                      backward task's attempts reset the scene: dojo practice; a person when it asks)
     timeout_s: float = 300.0  # human: how long to wait for the person
     xy_noise_m: float = 0.0  # scripted: uniform offset of the reset pose in x and y (SERL)
     yaw_noise_rad: float = 0.0  # scripted: uniform rotation about z of the reset pose
     person_delay_s: float = 0.0  # the twin's simulated person: how long a scene reset takes
+
+
+@dataclasses.dataclass(frozen=True)
+class BackwardSection:
+    """The task that undoes this one, for reset-free practice (`reset.mode: policy`, dojo practice): its
+    attempts take turns with the task's own. The twin's task pair knows its own and needs none."""
+    name: str = ""
+    instruction: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +112,7 @@ class TaskSection:
     obs_mode: str = "state"  # state | pixels | both
     reward: RewardSection = dataclasses.field(default_factory=RewardSection)
     reset: ResetSection = dataclasses.field(default_factory=ResetSection)
+    backward: BackwardSection = dataclasses.field(default_factory=BackwardSection)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +268,9 @@ def _check(s: Station) -> None:
          f"robot.task.reward.deadline_s must be a number > 0, got {reward.deadline_s!r}")
     need(reset.mode in RESET_MODES, f"robot.task.reset.mode must be one of {list(RESET_MODES)}, got {reset.mode!r}")
     need(reset.timeout_s > 0, f"robot.task.reset.timeout_s must be > 0, got {reset.timeout_s}")
+    need(reset.mode != "policy" or bool(task.backward.name) or s.is_twin(),
+         "robot.task.reset.mode=policy practises reset-free: name the task that undoes this one in "
+         "robot.task.backward.name (and its instruction)")
     need(reset.xy_noise_m >= 0 and reset.yaw_noise_rad >= 0 and reset.person_delay_s >= 0,
          "robot.task.reset.xy_noise_m, yaw_noise_rad and person_delay_s must be >= 0")
     for name, cam in s.cameras.items():

@@ -61,6 +61,39 @@ class StationTask(Task):
         pose, a person), "<kind>:<id>:v<version>" for a reward model."""
         return self.manifest.reward_source if self.manifest is not None else ""
 
+    # -- reset-free practice (dojo.robot.practice): the forward task and the one that undoes it --------------
+    @property
+    def direction_names(self) -> dict[str, str]:
+        scene = self._pair_scene()
+        if scene is not None:
+            return dict(scene.direction_names)
+        return {"forward": self.section.name, "backward": self.section.backward.name}
+
+    def set_direction(self, direction: str) -> None:
+        """The goal of the next attempt; the next reset is the station's own (the twin re-places its objects)."""
+        self._switch(direction, keep_scene=False)
+
+    def begin_attempt(self, direction: str) -> None:
+        """The goal of the next attempt, from the scene as it is."""
+        self._switch(direction, keep_scene=True)
+
+    def stuck_reason(self) -> str | None:
+        return getattr(self.scene, "stuck_reason", lambda: None)()
+
+    def _pair_scene(self):
+        return self.scene if hasattr(self.scene, "begin_attempt") else None
+
+    def _switch(self, direction: str, keep_scene: bool) -> None:
+        scene = self._pair_scene()
+        if scene is not None:  # the twin's pair: its scene switches goal (and keeps itself, once)
+            (scene.begin_attempt if keep_scene else scene.set_direction)(direction)
+            self.name, self.instruction = scene.name, scene.instruction
+        elif direction == "forward":
+            self.name, self.instruction = self.section.name, self.section.instruction
+        else:
+            self.name, self.instruction = self.section.backward.name, self.section.backward.instruction
+        self.direction = direction
+
     def serve_from(self, remote, episode_steps: int) -> None:
         """With reward.serve=learner: label through `remote` (a dojo.rewards.service.RemoteReward) every
         reward.every steps and on step `episode_steps`, an episode's last."""

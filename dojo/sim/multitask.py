@@ -267,3 +267,85 @@ QUALITIES: dict[str, dict] = {
     "poor": {"skill": 0.7, "noise_std": 0.3},
 }
 
+
+
+# --- a mixed-quality multi-task dataset (the prior data V-GPS's generalist and critic train on) ---
+
+
+def _quality_counts(episodes: int, quality_mix: dict[str, float]) -> dict[str, int]:
+    """Split `episodes` over the qualities by their shares (largest remainder, so the counts add up)."""
+    unknown = sorted(set(quality_mix) - set(QUALITIES))
+    if unknown or not quality_mix:
+        raise ValueError(f"quality_mix must map some of {sorted(QUALITIES)} to shares, got {dict(quality_mix)!r}")
+    shares = {q: float(s) for q, s in quality_mix.items()}
+    if any(not np.isfinite(s) or s < 0 for s in shares.values()) or sum(shares.values()) <= 0:
+        raise ValueError(f"quality_mix shares must be >= 0 and not all 0, got {dict(quality_mix)!r}")
+    total = sum(shares.values())
+    exact = {q: episodes * s / total for q, s in shares.items()}
+    counts = {q: int(np.floor(x)) for q, x in exact.items()}
+    for q in sorted(exact, key=lambda q: counts[q] - exact[q])[:episodes - sum(counts.values())]:
+        counts[q] += 1
+    return counts
+
+
+def record_multitask_dataset(path, episodes_per_instruction: int,
+                             quality_mix: dict[str, float] | None = None, seed: int = 0,
+                             tasks=None, max_episode_steps: int = 100, source: str = "prior",
+                             progress=None, **env_options) -> dict:
+    """Record a mixed-quality multi-task store at `path` (created, or appended to): for every scene instruction,
+    `episodes_per_instruction` episodes of dojo.sim.operators.ScriptedOperator, split over the operator
+    qualities of QUALITIES by `quality_mix` (name -> share; default: equal shares of each). Successes and
+    failures alike are kept, each episode with its task, instruction, operator ("sim-operator:<quality>") and
+    reset seed. Episode j of every instruction starts from the same layout (reset seed `seed` + j).
+
+    Returns what the recording measured: per instruction, its episodes, success share, and success share per
+    quality. `env_options` go to make_env (obs_mode, image_size, ...); `progress(done, total)` after each episode.
+    """
+    from dojo.replay.store import EpisodeWriter  # the one place the twin writes a store: prior data for V-GPS
+    from dojo.sim.envs import make_env
+    from dojo.sim.operators import ScriptedOperator
+
+    if isinstance(episodes_per_instruction, bool) or not isinstance(episodes_per_instruction, int) or \
+            episodes_per_instruction < 1:
+        raise ValueError(f"episodes_per_instruction must be a positive integer, got {episodes_per_instruction!r}")
+    tasks = list(SCENE_TASKS) if tasks is None else list(tasks)
+    unknown = [t for t in tasks if t not in SCENE_TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"unknown scene task(s) {unknown or tasks}; expected some of {sorted(SCENE_TASKS)}")
+    counts = _quality_counts(episodes_per_instruction, quality_mix or {q: 1.0 for q in QUALITIES})
+    done, total = 0, episodes_per_instruction * len(tasks)
+    result: dict[str, dict] = {}
+    with EpisodeWriter(path) as writer:
+        for t, task in enumerate(tasks):
+            env = make_env(task, max_episode_steps=max_episode_steps, **env_options)
+            per_quality: dict[str, list[bool]] = {}
+            try:
+                j = 0
+                for q, (quality, n) in enumerate(counts.items()):
+                    # Lapses and noise drawn independently per (instruction, quality); layouts shared.
+                    operator = ScriptedOperator(env, seed=seed * 1_000 + 100 * t + q, **QUALITIES[quality])
+                    for _ in range(n):
+                        obs, info = env.reset(seed=seed + j)
+                        operator.reset()
+                        writer.begin_episode(source=source, task=task, instruction=env.task.instruction,
+                                             operator=f"sim-operator:{quality}", robot="sim-twin",
+                                             reset_seed=seed + j)
+                        while True:
+                            next_obs, reward, terminated, truncated, info = env.step(operator.action())
+                            writer.add_step(obs, info["executed_action"], reward, terminated, truncated, info=info)
+                            obs = next_obs
+                            if terminated or truncated:
+                                break
+                        writer.end_episode(obs, success=bool(info["success"]))
+                        per_quality.setdefault(quality, []).append(bool(info["success"]))
+                        j, done = j + 1, done + 1
+                        if progress is not None:
+                            progress(done, total)
+            finally:
+                env.close()
+            outcomes = [s for runs in per_quality.values() for s in runs]
+            result[INSTRUCTIONS[task]] = {
+                "task": task, "episodes": len(outcomes), "success": float(np.mean(outcomes)),
+                "success_by_quality": {q: float(np.mean(runs)) for q, runs in per_quality.items()}}
+    return {"store": str(path), "episodes": done, "quality_counts": counts, "instructions": result,
+            "success": float(np.mean([r["success"] for r in result.values()]))}

@@ -76,6 +76,7 @@ class CubePads(SimTask):
     objects_xml = SCENE_XML
     obs_dim = 12  # cube position, cube quaternion, cube - end-effector, target pad centre (x, y)
     direction = "forward"  # the direction a new task starts in; each instance then keeps its own
+    direction_names = {d: names[0] for d, names in DIRECTIONS.items()}  # the task's name in each direction
 
     def __init__(self, world: SimWorld, dense_reward: bool = False) -> None:
         super().__init__(world, dense_reward)
@@ -180,6 +181,7 @@ class CubeToRed(CubePads):
 
 
 PAIR_TASKS = {cls.name: cls for cls in (CubeToGreen, CubeToRed)}
+PAIRS = {"cube_pads": CubeToGreen.name}  # `dojo practice --sim PAIR`: the pair's name -> its forward task
 
 # Registered where they are defined, as dojo.sim.multitask's are; dojo/sim/tasks.py imports this module at its end.
 TASKS.update(PAIR_TASKS)

@@ -1,0 +1,112 @@
+"""`dojo practice`: a reset-free practice session on the twin's task pair (dojo.robot.practice), with its report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from dojo.launch.config import ConfigError
+
+RESTARTS = 100  # a SIGKILLed learner or actor is started again (and resumes) up to this many times each
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "practice", help="a reset-free practice session: forward and backward attempts in turns on the twin",
+        description="Records demos of both directions with the scripted expert (unless demos.store is given), then "
+                    "runs a learner and an actor over loopback: the actor's attempts alternate between the pair's "
+                    "forward and backward task with no reset in between, and a person (the twin's simulated one) "
+                    "resets the scene only after practice.max_failures failed attempts in a row or when the scene "
+                    "is stuck. One agent learns both directions (the direction is part of its state); the actor "
+                    "practises with the policy's mode (actor.noise_scale=0; 1 samples the policy). A learner "
+                    "or actor that is killed is started again and resumes; `dojo practice --run RUN` resumes a "
+                    "stopped session. Ends with RUN/practice.png, sampled attempt videos in RUN/videos, TensorBoard "
+                    "scalars and one JSON line.")
+    p.add_argument("--sim", required=True, metavar="PAIR", help="the twin's task pair: cube_pads")
+    p.add_argument("--run", default=None, help="run folder (default runs/PAIR-TIME); an existing one is resumed")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (launch/configs/train.yaml)")
+    p.set_defaults(func=run_practice)
+
+
+def run_practice(args: argparse.Namespace) -> int:
+    from dojo.launch.cmd_train import train_on_twin
+    from dojo.learners.report import practice_report
+    from dojo.sim.task_pair import PAIRS, TASKS
+
+    if args.sim not in PAIRS:
+        raise ConfigError(f"--sim must name a reset-free task pair, one of {sorted(PAIRS)}; got {args.sim!r}")
+    # The robot practises with the policy's mode unless told otherwise: on the twin's pair the sampled actions
+    # fail where the mode succeeds (benchmarks/results/README.md, reset-free practice).
+    defaults = ["practice.enabled=true", "actor.noise_scale=0.0"]
+    cfg, run, started = train_on_twin(args.sim, PAIRS[args.sim], args.run, [*defaults, *args.overrides],
+                                      restarts=RESTARTS, command="practice")
+    names = TASKS[PAIRS[args.sim]].direction_names
+    report = practice_report(run, names)
+    videos = render_attempts(cfg, run, int(cfg.practice.videos))
+    print(json.dumps({"pair": args.sim, "run": str(run), **report, "videos": videos,
+                      "wall_s": round(time.monotonic() - started, 1)}))
+    return 0
+
+
+def render_attempts(cfg, run: Path, count: int) -> list[str]:
+    """RUN/videos/<actor>-attempt<N>.mp4 for `count` attempts drawn evenly over the session, drawn by `dojo replay
+    video` from the twin's replay of each (`replay_attempt`) with its cameras on."""
+    from dojo.learners.report import finished_episodes
+    from dojo.replay.store import EpisodeWriter, StoreReader
+    from dojo.replay.video import write_video
+    from dojo.sim import make_env
+
+    attempts = finished_episodes(run)
+    if count <= 0 or not attempts:
+        return []
+    picks = sorted({int(i) for i in np.linspace(0, len(attempts) - 1, count)})
+    out_dir = Path(run) / "videos"
+    out_dir.mkdir(exist_ok=True)
+    size = int(cfg.env.image_size)
+    env = make_env(cfg.task, obs_mode="both", image_size=(size, size), control_hz=cfg.env.control_hz,
+                   action_dim=cfg.env.action_dim, max_episode_steps=cfg.env.max_episode_steps)
+    readers = {p: StoreReader(p) for p in sorted((Path(run) / "replay").glob("*.zarr"))}
+    written = []
+    try:
+        for i in picks:
+            info = attempts[i][0]
+            store, reader = next((p, r) for p, r in readers.items() if info in r.episodes)
+            out = out_dir / f"{store.stem}-attempt{info.index}.mp4"
+            with tempfile.TemporaryDirectory() as tmp:
+                with EpisodeWriter(Path(tmp) / "attempt.zarr") as writer:
+                    writer.begin_episode(source="online", task=info.task, reset=info.reset)
+                    for obs, action, reward, terminated, truncated, step in replay_attempt(env, reader, info.index):
+                        writer.add_step(obs, action, reward, terminated, truncated, info=step)
+                    writer.end_episode(step["next_obs"], success=bool(step["success"]))
+                write_video(Path(tmp) / "attempt.zarr", 0, out)
+            written.append(str(out))
+    finally:
+        env.close()
+    return written
+
+
+def replay_attempt(env, reader, index: int):
+    """The twin's replay of attempt `index` of a practice store: a reset-free attempt begins where the one before it
+    ended, so the chain of attempts since the last full reset is re-executed (that reset's seed, then every stored
+    action; the twin is deterministic). Yields (obs, action, reward, terminated, truncated, info) of the attempt's
+    steps; the last info also holds "next_obs"."""
+    direction_of = {name: d for d, name in env.task.direction_names.items()}
+    start = max(e.index for e in reader.episodes[:index + 1] if e.reset != "free")
+    for ep in reader.read_episodes(start, index + 1, obs_keys=("state",)):
+        if ep.info.index == start:
+            env.task.set_direction(direction_of[ep.info.task])
+            obs, _ = env.reset(seed=ep.info.reset_seed)
+        else:
+            env.task.begin_attempt(direction_of[ep.info.task])
+            obs, _ = env.reset()
+        for t in range(ep.info.num_steps):
+            next_obs, reward, terminated, truncated, info = env.step(ep.action[t])
+            if ep.info.index == index:
+                yield obs, ep.action[t], reward, terminated, truncated, {**info, "next_obs": next_obs}
+            obs = next_obs
