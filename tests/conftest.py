@@ -34,7 +34,11 @@ def terminal():
 
 def pytest_unconfigure(config):
     """After the session: if a wedged thread keeps the interpreter from exiting, dump every thread's stack
-    and exit non-zero within a minute instead of hanging CI (a leftover non-daemon thread is a bug)."""
+    and exit non-zero within a minute instead of hanging CI (a leftover non-daemon thread is a bug). Only in the
+    main process: a pytest-xdist worker waits there for the others to finish, and xdist ends a worker that does
+    not exit when told to."""
+    if hasattr(config, "workerinput"):
+        return
     import faulthandler
     import sys
     import threading
