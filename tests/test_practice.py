@@ -209,3 +209,26 @@ def test_a_session_survives_sigkill_of_its_actor_and_learner(tmp_path):
     assert report["human_resets"] == sum(e.reset == "human" for e in finished)
     assert (run / "practice.png").stat().st_size > 0 and len(report["videos"]) == 1
     assert Path(report["videos"][0]).stat().st_size > 0
+
+
+def test_practice_on_a_station_runs_learner_and_actor_and_reports(tmp_path):
+    """`dojo practice --robot FILE`: the station's task pair practised by a learner and an actor over loopback (the
+    learner's state has the direction too), reported per direction; a station has no expert to record demos."""
+    station = ["robot.task.name=cube_to_green", "robot.task.reset.mode=policy", "robot.task.reset.person_delay_s=0",
+               "robot.task.max_episode_steps=30"]
+    base = CLI + ["practice", "--robot", "twin", "--run", str(tmp_path / "r"), *station]
+    out = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "dojo practice: error: --robot has no scripted expert to record demos.episodes=20 demos: give "
+        "demos.store=STORE (teleop demos, e.g. dojo record --robot FILE --teleop spacemouse) or demos.episodes=0"]
+    out = subprocess.run(base + ["demos.episodes=0", "learner.env_steps=120", "agent.sac.hidden_dims=[32,32]",
+                                 "agent.sac.batch_size=32", "learner.start_after_steps=50"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "egl"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    episodes = [e for e in StoreReader(tmp_path / "r" / "replay" / "actor-0.zarr").episodes if e.finished]
+    assert report["robot"] == "twin" and report["attempts"] == len(episodes) >= 3 and report["env_steps"] >= 120
+    assert report["forward_attempts"] + report["backward_attempts"] == report["attempts"]
+    assert {e.task for e in episodes} <= {"cube_to_green", "cube_to_red"} and episodes[0].reset == ""
+    assert [e.reset for e in episodes[1:]] and {e.reset for e in episodes[1:]} <= {"free", "human"}
+    assert report["videos"] == [] and (tmp_path / "r" / "practice.png").stat().st_size > 0

@@ -160,9 +160,14 @@ def run_spaces(cfg) -> tuple:
     if cfg.env.kind == "none":
         return _store_spaces(cfg.demos.store)
     if cfg.env.kind == "robot":  # without its devices: the learner may be on another machine
-        from dojo.robot.factory import station_spaces
+        from omegaconf import OmegaConf
 
-        return station_spaces(station(cfg))
+        from dojo.robot.factory import station_spaces
+        from dojo.robot.practice import session_space
+
+        obs_space, action_space = station_spaces(station(cfg))
+        practising = OmegaConf.select(cfg, "practice.enabled", default=False)
+        return (session_space(obs_space) if practising else obs_space), action_space
     env = make_env(cfg)
     try:
         return env.observation_space, env.action_space

@@ -28,7 +28,13 @@ def add_parser(subparsers) -> None:
                     "or actor that is killed is started again and resumes; `dojo practice --run RUN` resumes a "
                     "stopped session. Ends with RUN/practice.png, sampled attempt videos in RUN/videos, TensorBoard "
                     "scalars and one JSON line.")
-    p.add_argument("--sim", required=True, metavar="PAIR", help="the twin's task pair: cube_pads")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sim", metavar="PAIR", help="the twin's task pair: cube_pads")
+    where.add_argument("--robot", metavar="FILE",
+                       help="a station (robot config file) with robot.task.reset.mode=policy and robot.task.backward "
+                            "(the task that undoes its own); its person is the operator; demos.store must hold "
+                            "teleop demos of both directions (or demos.episodes=0). No videos: a station's stored "
+                            "camera frames are drawn by dojo replay video")
     p.add_argument("--run", default=None, help="run folder (default runs/PAIR-TIME); an existing one is resumed")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (launch/configs/train.yaml)")
     p.set_defaults(func=run_practice)
@@ -39,17 +45,23 @@ def run_practice(args: argparse.Namespace) -> int:
     from dojo.learners.report import practice_report
     from dojo.sim.task_pair import PAIRS, TASKS
 
-    if args.sim not in PAIRS:
+    if args.sim is not None and args.sim not in PAIRS:
         raise ConfigError(f"--sim must name a reset-free task pair, one of {sorted(PAIRS)}; got {args.sim!r}")
     # The robot practises with the policy's mode unless told otherwise: on the twin's pair the sampled actions
     # fail where the mode succeeds (benchmarks/results/README.md, reset-free practice).
     defaults = ["practice.enabled=true", "actor.noise_scale=0.0"]
-    cfg, run, started = train_on_twin(args.sim, PAIRS[args.sim], args.run, [*defaults, *args.overrides],
-                                      restarts=RESTARTS, command="practice")
-    names = TASKS[PAIRS[args.sim]].direction_names
+    name = args.sim or Path(args.robot).stem
+    cfg, run, started = train_on_twin(name, PAIRS.get(args.sim), args.run, [*defaults, *args.overrides],
+                                      restarts=RESTARTS, command="practice", robot=args.robot)
+    if args.sim:
+        names = TASKS[PAIRS[args.sim]].direction_names
+    else:  # as the station's task names its directions: the twin pair's own, else the station file's
+        task = cfg.robot.task
+        names = (TASKS[task.name].direction_names if task.name in TASKS
+                 else {"forward": task.name, "backward": task.backward.name})
     report = practice_report(run, names)
-    videos = render_attempts(cfg, run, int(cfg.practice.videos))
-    print(json.dumps({"pair": args.sim, "run": str(run), **report, "videos": videos,
+    videos = render_attempts(cfg, run, int(cfg.practice.videos)) if args.sim else []
+    print(json.dumps({"pair": args.sim, "robot": args.robot, "run": str(run), **report, "videos": videos,
                       "wall_s": round(time.monotonic() - started, 1)}))
     return 0
 

@@ -224,12 +224,13 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_on_twin(name: str, task: str, run_arg: str | None, overrides: list[str], restarts: int = 0,
-                  command: str = "train"):
+def train_on_twin(name: str, task: str | None, run_arg: str | None, overrides: list[str], restarts: int = 0,
+                  command: str = "train", robot: str | None = None):
     """`dojo train` / `dojo practice` up to the end of learning: the run folder (new, or resumed), the demos
     (recorded with the twin's scripted expert unless demos.store is given), then a learner and its actors as
     processes over loopback until the budget is spent (`restarts`: a killed one is started again). `name` is what
-    --sim said (a task, or a practice pair), `task` the twin task it runs. Returns (config, run, start time)."""
+    --sim said (a task, or a practice pair), `task` the twin task it runs; or `robot`, a station file whose task
+    runs (its demos are given). Returns (config, run, start time)."""
     from dojo.launch.build import check_learner_inputs, run_spaces
     from dojo.link.fleet import run_fleet
 
@@ -237,14 +238,19 @@ def train_on_twin(name: str, task: str, run_arg: str | None, overrides: list[str
     if (run / runs.CONFIG).exists():
         saved = OmegaConf.load(run / runs.CONFIG)
         saved_command = "practice" if OmegaConf.select(saved, "practice.enabled") else "train"
-        if (saved.get("task"), saved_command) != (task, command):
+        where = f"--robot {robot}" if robot else f"--sim {name}"
+        if (saved.get("task"), saved_command) != (task or saved.get("task"), command):
             raise ConfigError(f"run {run} is a `dojo {saved_command}` run of {saved.get('task')!r}; `dojo {command} "
-                              f"--sim {name}` does not fit it (resume it with the command and --sim it was started "
-                              f"with, or choose another --run)")
-    overrides = [f"task={task}"] + list(overrides)
+                              f"{where}` does not fit it (resume it with the command and --sim or --robot it was "
+                              f"started with, or choose another --run)")
+    overrides = ([f"task={task}"] if task else []) + list(overrides)
     if not any(o.startswith("link.port=") for o in overrides):  # a resumed run's old port may be taken now
         overrides.append(f"link.port={free_port('127.0.0.1')}")
-    cfg = train_config(overrides, run)
+    cfg = train_config(overrides, run, robot=robot)
+    if robot and not cfg.demos.store and cfg.demos.episodes > 0:
+        raise ConfigError(f"--robot has no scripted expert to record demos.episodes={cfg.demos.episodes} demos: give "
+                          "demos.store=STORE (teleop demos, e.g. dojo record --robot FILE --teleop spacemouse) or "
+                          "demos.episodes=0")
     obs_space, action_space = run_spaces(cfg)
     check_learner_inputs(cfg, obs_space, action_space)
     lock = runs.RunLock(run)  # a second train or learner on a live run stops here, before it touches anything

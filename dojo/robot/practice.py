@@ -56,6 +56,13 @@ def pair_task(task):
                      "(a reset-free task pair, e.g. the twin's cube_pads)")
 
 
+def session_space(space: gym.spaces.Dict) -> gym.spaces.Dict:
+    """The observation space of a session over an env with `space`: the direction's one-hot ends the state."""
+    state = space["state"]
+    return gym.spaces.Dict({**space.spaces, "state": gym.spaces.Box(
+        -np.inf, np.inf, (state.shape[0] + len(DIRECTIONS),), np.float32)})
+
+
 class PracticeSession(gym.Wrapper):
     """`env` is a RobotEnv (before CanonicalEnv); `person` answers reset requests (request(rng) / ready())."""
 
@@ -64,10 +71,7 @@ class PracticeSession(gym.Wrapper):
         self.config, self.person = config, person
         self.pair = pair_task(env.task)
         self.names = {d: self.pair.direction_names[d] for d in DIRECTIONS}
-        state = env.observation_space["state"]
-        self.observation_space = gym.spaces.Dict({
-            **env.observation_space.spaces,
-            "state": gym.spaces.Box(-np.inf, np.inf, (state.shape[0] + len(DIRECTIONS),), np.float32)})
+        self.observation_space = session_space(env.observation_space)
         self._scene_reset, self._human_reset = env.reset_fn, HumanReset(person, config.reset_timeout_s)
         env.reset_fn = self._reset_scene
         self._planned = ""
