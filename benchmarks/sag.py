@@ -24,7 +24,8 @@ WINDOW_STEPS = 1000
 
 
 def windows(run: Path, window: int = WINDOW_STEPS) -> list[float | None]:
-    """Success rate of the practice episodes that ended in each `window` env steps of the run."""
+    """Success rate of the practice episodes that ended in each `window` env steps of the run, counted back from
+    its last step (so the last window is the last `window` steps, never a sliver past the budget)."""
     from dojo.learners.report import finished_episodes
 
     ends, successes, steps = [], [], 0
@@ -33,10 +34,10 @@ def windows(run: Path, window: int = WINDOW_STEPS) -> list[float | None]:
         ends.append(steps)
         successes.append(episode.success)
     out = []
-    for lo in range(0, steps, window):
-        mine = [s for end, s in zip(ends, successes) if lo < end <= lo + window]
+    for hi in range(steps, 0, -window):
+        mine = [s for end, s in zip(ends, successes) if hi - window < end <= hi]
         out.append(round(sum(mine) / len(mine), 3) if mine else None)
-    return out
+    return out[::-1]
 
 
 def main() -> None:

@@ -54,6 +54,24 @@ def test_hil_serl_copies_intervened_runs_as_demonstrations(tmp_path):
     np.testing.assert_allclose(batch["mc_return"][from_copies], 0.99 ** (5 - t), rtol=1e-6)
 
 
+def test_imitating_successes_copies_each_successful_episode_whole_as_a_demonstration(tmp_path):
+    """learner.imitate_successes: a successful practice episode joins the demos whole; a failed one does not."""
+    write_episode(tmp_path / "win.zarr", [False] * 4, [0, 0, 0, 1])
+    write_episode(tmp_path / "lose.zarr", [False] * 3, [0, 0, 0], terminal_last=False)
+    mirror = ReplayMirror()
+    for name in ("win", "lose"):
+        mirror.follow(tmp_path / f"{name}.zarr", copy_successes=True)
+    assert mirror.steps_by_source() == {"demo": 4, "online": 7, "intervention": 0, "prior": 0}
+    batch = mirror.sample(64, np.random.default_rng(0), source_ratio={"demo": 0.5})
+    copies = batch["source"] == 0
+    assert copies.sum() == 32
+    np.testing.assert_allclose(batch["discount"][copies], np.where(batch["obs"]["state"][copies, 0] == 3, 0.0, 0.99))
+    np.testing.assert_allclose(batch["mc_return"][copies], 0.99 ** (3 - batch["obs"]["state"][copies, 0]), rtol=1e-6)
+    mirror = ReplayMirror()
+    mirror.follow(tmp_path / "win.zarr")
+    assert mirror.steps_by_source()["demo"] == 0
+
+
 def test_rlif_relabels_on_load_without_touching_the_store(tmp_path):
     intervened = [False, False, True, False]
     write_episode(tmp_path / "s.zarr", intervened, [0, 0, 0, 1])

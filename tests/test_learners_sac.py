@@ -177,3 +177,35 @@ def test_bc_weight_pulls_the_actor_to_the_demo_actions():
     del batch["source"]
     with pytest.raises(KeyError, match="bc_weight"):
         agent.update(batch)
+
+
+def test_equal_entropy_rule_pulls_a_high_entropy_down_and_at_least_does_not():
+    # A constant reward makes Q flat in the action: only the temperature term moves the policy's entropy. SAC's
+    # rule (entropy >= target, temperature >= 0) can only push it up; "equal" turns the temperature negative and
+    # pulls it down to the target.
+    batch = synthetic_batch(np.random.default_rng(4), 64)
+    batch["reward"][:] = 0.5
+    entropies = {}
+    for rule in ("at_least", "equal"):
+        cfg = dataclasses.replace(SMALL, utd_ratio=1, batch_size=64, init_temperature=0.01, temp_lr=3e-3,
+                                  target_entropy=-6.0, entropy_rule=rule)
+        agent = sac.create(0, STATE_SPACE, ACTION_SPACE, cfg)
+        for _ in range(300):
+            agent, info = agent.update(batch)
+        entropies[rule] = float(info["entropy"])
+        assert (float(info["temperature"]) < 0) == (rule == "equal"), (rule, info)
+    assert entropies["equal"] < -4.0 < entropies["at_least"], entropies
+
+
+def test_log_std_max_caps_the_policy_std_and_travels_with_the_snapshot():
+    agent = sac.create(0, STATE_SPACE, ACTION_SPACE, dataclasses.replace(SMALL, log_std_max=-1.5))
+    _, _, _, actor = agent.modules
+    params = jax.tree_util.tree_map(lambda p: p, agent.actor_params)
+    params["Dense_1"]["bias"] = params["Dense_1"]["bias"] + 10.0  # the log-std head, pushed far above the cap
+    _, log_std = actor.apply({"params": params}, np.ones((3, 5), np.float32))
+    np.testing.assert_allclose(np.asarray(log_std), -1.5)
+    assert agent.snapshot().actor_config["log_std_max"] == -1.5
+    with pytest.raises(ValueError, match="entropy_rule"):
+        sac.create(0, STATE_SPACE, ACTION_SPACE, dataclasses.replace(SMALL, entropy_rule="most"))
+    with pytest.raises(ValueError, match="log_std_max"):
+        sac.create(0, STATE_SPACE, ACTION_SPACE, dataclasses.replace(SMALL, log_std_max=3.0))

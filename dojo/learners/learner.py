@@ -116,7 +116,8 @@ class Learner:
                 writer = self.journals[actor] = EpisodeWriter(path, obs_spec=self.store_spec,
                                                               action_dim=self.action_dim)
             self.mirror.follow(writer.path, obs_keys=obs_keys, reward_fn=reward_fn,
-                               copy_interventions=copy_interventions)
+                               copy_interventions=copy_interventions,
+                               copy_successes=bool(self.lc.imitate_successes))
         self.writers = [s.writer for s in self.sinks.values()] + list(self.journals.values())
         self.readers = [StoreReader(w.path) for w in self.writers]  # the actors' episode outcomes, for logs
         self._closed_episodes = sum(w.committed_episodes for w in self.writers)

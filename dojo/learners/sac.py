@@ -50,6 +50,12 @@ class Config(common.EncoderFields):
     # What the BC term compares with the demo action: the actor's mode, or the action it samples (the squared
     # error then adds the policy's variance on demo states: it also keeps the exploration noise near the demos').
     bc_on: str = "mode"
+    # Upper bound of the actor's log std (before tanh). RLPD's 2 lets the std grow wherever Q is flat in an
+    # action dimension: the temperature term alone then pushes the entropy up (Adam scales its tiny gradient up).
+    log_std_max: float = 2.0
+    # "at_least": SAC's constraint, entropy >= target_entropy, with a temperature >= 0 that can only push the
+    # entropy up. "equal": entropy == target_entropy, a signed temperature that also pulls it down.
+    entropy_rule: str = "at_least"
 
 
 def get_config(**overrides) -> Config:
@@ -61,7 +67,8 @@ def _modules(config: Config, spec: ObsSpec, action_dim: int):
     encoder = common.make_encoder(config, spec)
     critic = nets.CriticEnsemble(encoder, config.hidden_dims, config.num_qs, config.critic_layer_norm)
     target_critic = nets.CriticEnsemble(encoder, config.hidden_dims, config.num_min_qs, config.critic_layer_norm)
-    actor = nets.Actor(action_dim, config.hidden_dims, config.actor_layer_norm, tanh_squash=True)
+    actor = nets.Actor(action_dim, config.hidden_dims, config.actor_layer_norm, tanh_squash=True,
+                       log_std_max=config.log_std_max)
     return encoder, critic, target_critic, actor
 
 
@@ -78,6 +85,11 @@ def subset_min_target(next_qs, reward, discount, next_log_prob, temperature, bac
     if backup_entropy:
         next_v = next_v - temperature * next_log_prob
     return reward + discount * next_v
+
+
+def temperature(param, rule: str):
+    """The temperature from its parameter: exp(param) >= 0 for "at_least", the signed param itself for "equal"."""
+    return jnp.exp(param) if rule == "at_least" else param
 
 
 def demo_bc_loss(mode_action, action, source):
@@ -108,7 +120,7 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
     critic_params: dict
     target_critic_params: dict
     actor_params: dict
-    log_temp: jax.Array
+    log_temp: jax.Array  # log alpha (alpha itself with entropy_rule="equal": see temperature())
     critic_opt: optax.OptState
     actor_opt: optax.OptState
     temp_opt: optax.OptState
@@ -121,6 +133,10 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
     @property
     def modules(self):
         return _modules(self.config, self.obs_spec, self.action_scale.dim)
+
+    @property
+    def temperature(self):
+        return temperature(self.log_temp, self.config.entropy_rule)
 
     @property
     def target_entropy(self) -> float:
@@ -138,7 +154,7 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         next_qs = target_critic.apply({"params": subsample_heads(self.target_critic_params, idx)},
                                       batch["next_obs"], next_action)
         target = subset_min_target(next_qs, batch["reward"], batch["discount"], next_logp,
-                                   jnp.exp(self.log_temp), self.config.backup_entropy)
+                                   self.temperature, self.config.backup_entropy)
         qs = critic.apply({"params": critic_params}, batch["obs"], batch["action"])
         loss = ((qs - jax.lax.stop_gradient(target)[None]) ** 2).mean()
         return loss, {"critic_loss": loss, "q": qs.mean(), "target_q": target.mean()}
@@ -149,8 +165,8 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         mean, log_std = actor.apply({"params": actor_params}, feats)
         action, logp = nets.sample_and_log_prob(rng, mean, log_std, True)
         q = critic.apply({"params": self.critic_params}, feats, action, method="from_features").mean(axis=0)
-        loss = (jnp.exp(self.log_temp) * logp - q).mean()
-        info = {"entropy": -logp.mean()}
+        loss = (self.temperature * logp - q).mean()
+        info = {"entropy": -logp.mean(), "log_std_top": log_std.mean(0).max()}
         if self.config.bc_weight > 0:
             acted = nets.mode(mean, True) if self.config.bc_on == "mode" else action
             bc = demo_bc_loss(acted, batch["action"], batch["source"])
@@ -199,12 +215,12 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         actor_params = optax.apply_updates(agent.actor_params, updates)
 
         def temp_loss(log_temp):
-            return jnp.exp(log_temp) * (actor_info["entropy"] - self.target_entropy)
+            return temperature(log_temp, cfg.entropy_rule) * (actor_info["entropy"] - self.target_entropy)
 
         temp_grad = jax.grad(temp_loss)(agent.log_temp)
         updates, temp_opt = temp_opt_def.update(temp_grad, agent.temp_opt, agent.log_temp)
         log_temp = optax.apply_updates(agent.log_temp, updates)
-        info = {**info, **actor_info, "temperature": jnp.exp(log_temp)}
+        info = {**info, **actor_info, "temperature": temperature(log_temp, cfg.entropy_rule)}
         return agent.replace(rng=rng, step=agent.step + 1, actor_params=actor_params, actor_opt=actor_opt,
                              log_temp=log_temp, temp_opt=temp_opt), info
 
@@ -214,6 +230,10 @@ def create(seed: int, obs_space, action_space, config: Config | None = None, obs
     config = config or get_config()
     if not 1 <= config.num_min_qs <= config.num_qs:
         raise ValueError(f"num_min_qs must be in [1, num_qs={config.num_qs}], got {config.num_min_qs}")
+    if not -20.0 < config.log_std_max <= 2.0:
+        raise ValueError(f"log_std_max must be in (-20, 2], got {config.log_std_max}")
+    if config.entropy_rule not in ("at_least", "equal"):
+        raise ValueError(f"entropy_rule must be 'at_least' or 'equal', got {config.entropy_rule!r}")
     if config.utd_ratio < 1:
         raise ValueError(f"utd_ratio must be >= 1, got {config.utd_ratio}")
     spec, scale = common.as_spec(obs_space), common.as_scale(action_space)
@@ -225,7 +245,8 @@ def create(seed: int, obs_space, action_space, config: Config | None = None, obs
     critic_params = common.with_pretrained_trunk(flax.core.unfreeze(critic_params), config, spec)
     feats = critic.apply({"params": critic_params}, obs, method="encode")
     actor_params = actor.init(k_actor, feats)["params"]
-    log_temp = jnp.asarray(jnp.log(config.init_temperature), jnp.float32)
+    t = config.init_temperature
+    log_temp = jnp.asarray(jnp.log(t) if config.entropy_rule == "at_least" else t, jnp.float32)
     critic_opt, actor_opt, temp_opt = _optimisers(config)
     mean, std = common.state_stats(spec, obs_stats)
     return SACAgent(rng=rng, step=jnp.zeros((), jnp.int32), critic_params=critic_params,

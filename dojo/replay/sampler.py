@@ -37,6 +37,7 @@ class _Followed:
     obs_keys: tuple[str, ...] | None
     reward_fn: Callable[[Episode], np.ndarray] | None
     copy_interventions: bool = False
+    copy_successes: bool = False
     episodes_read: int = 0
 
 
@@ -84,16 +85,18 @@ class ReplayMirror:
         return mirror
 
     def follow(self, store: str | os.PathLike | StoreReader, *, obs_keys: tuple[str, ...] | None = None,
-               reward_fn: Callable[[Episode], np.ndarray] | None = None, copy_interventions: bool = False) -> int:
+               reward_fn: Callable[[Episode], np.ndarray] | None = None, copy_interventions: bool = False,
+               copy_successes: bool = False) -> int:
         """Also hold another store's closed episodes (e.g. demos beside each actor's stream); `tail()`
         follows it too. With `copy_interventions` each run of intervened steps is also held as an
-        episode of source "demo" (HIL-SERL: the operator's corrections join the demonstrations).
+        episode of source "demo" (HIL-SERL: the operator's corrections join the demonstrations); with
+        `copy_successes` each successful episode is (self-imitation: what worked joins them).
         Returns the steps added now."""
         reader = store if isinstance(store, StoreReader) else StoreReader(store)
         if (reader.mc_gamma, reader.failure_reward) != (self.mc_gamma, self.failure_reward):
             raise ValueError(f"{reader.path} has mc_gamma={reader.mc_gamma}, failure_reward={reader.failure_reward}; "
                              f"this mirror holds {self.mc_gamma}, {self.failure_reward}")
-        self._followed.append(_Followed(reader, obs_keys, reward_fn, copy_interventions))
+        self._followed.append(_Followed(reader, obs_keys, reward_fn, copy_interventions, copy_successes))
         return self._load_new_episodes(self._followed[-1])
 
     def tail(self) -> int:
@@ -116,7 +119,8 @@ class ReplayMirror:
             # Read in blocks of ~64k rows: one zarr read per array per block, bounded memory.
             if i == stop or batch_rows >= 65536:
                 for ep in reader.read_episodes(first, i, followed.obs_keys):
-                    added += self._add_stored(ep, followed.reward_fn, followed.copy_interventions)
+                    added += self._add_stored(ep, followed.reward_fn, followed.copy_interventions,
+                                              followed.copy_successes)
                 first, batch_rows = i, 0
             if i < stop:
                 batch_rows += reader.episodes[i].stop_row - reader.episodes[i].start_row
@@ -124,7 +128,7 @@ class ReplayMirror:
         return added
 
     def _add_stored(self, ep: Episode, reward_fn: Callable[[Episode], np.ndarray] | None,
-                    copy_interventions: bool = False) -> int:
+                    copy_interventions: bool = False, copy_successes: bool = False) -> int:
         if ep.info.num_steps == 0:  # a crashed writer's single committed row: nothing to learn from
             return 0
         reward, mc_return = ep.reward, ep.mc_return
@@ -142,6 +146,9 @@ class ReplayMirror:
                 self.add_episode({k: v[a:b + 1] for k, v in ep.obs.items()}, ep.action[a:b], reward[a:b],
                                  ep.terminal[a:b], truncated, ep.intervened[a:b], source="demo",
                                  mc_return=mc_return[a:b])
+        if copy_successes and ep.info.success and ep.info.source != "demo":
+            self.add_episode(ep.obs, ep.action, reward, ep.terminal, ep.truncated, ep.intervened, source="demo",
+                             mc_return=mc_return, _finished=ep.info.finished)
         return added
 
     def add_episode(
