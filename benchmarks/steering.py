@@ -180,8 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per instruction and variant")
-    parser.add_argument("--data-episodes", type=int, default=30, help="recorded episodes per instruction")
-    parser.add_argument("--generalist-steps", type=int, default=3000)
+    parser.add_argument("--data-episodes", type=int, default=100, help="recorded episodes per instruction")
+    parser.add_argument("--generalist-steps", type=int, default=20000,
+                        help="BC updates of the generalist (its mean success at seed 0: 1 %% after 3,000, 12 %% after 20,000)")
     parser.add_argument("--critic-updates", type=int, default=5000)
     parser.add_argument("--agent", default="calql-vgps", help="the critic's preset (calql-vgps or iql-vgps)")
     parser.add_argument("--relabel", default="vgps-success", choices=("vgps", "vgps-success"))

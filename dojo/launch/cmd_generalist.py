@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
                                    "of mixed quality (dojo.sim.multitask.QUALITIES), failures kept; print one JSON "
                                    "line with the success share per instruction.")
     d.add_argument("--out", required=True, metavar="STORE", help="store path (created, or appended to)")
-    d.add_argument("--episodes", type=int, default=30, help="episodes per instruction")
+    d.add_argument("--episodes", type=int, default=100, help="episodes per instruction (100: what V-GPS was measured on)")
     d.add_argument("--mix", default="expert=1,sloppy=1,poor=1",
                    help="operator qualities and their shares, e.g. expert=0.5,poor=0.5")
     d.add_argument("--seed", type=int, default=0)
