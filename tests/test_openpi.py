@@ -54,12 +54,6 @@ def test_arrays_travel_as_openpi_packs_them():
         packb(np.array([None, 1], dtype=object))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
     """`dojo serve-policy ARGS --port 0` in its own process; `url` from the line it prints when it listens."""
 
@@ -145,9 +139,11 @@ def test_a_dropped_or_stalled_server_gives_one_error_naming_it(snapshot_path):
     finally:
         server.proc.send_signal(signal.SIGCONT)
         server.kill()
-    url = f"127.0.0.1:{free_port()}"  # nothing listens there
-    with pytest.raises(PolicyServerError, match=f"policy server at ws://{url} refused the connection"):
-        PolicyClient(url, timeout_s=5)
+    with socket.socket() as held:  # bound, never listening, and held: nothing else can listen there meanwhile
+        held.bind(("127.0.0.1", 0))
+        url = "127.0.0.1:%d" % held.getsockname()[1]
+        with pytest.raises(PolicyServerError, match=f"policy server at ws://{url} refused the connection"):
+            PolicyClient(url, timeout_s=5)
 
 
 def test_any_infer_fn_can_be_served_and_its_failures_reach_the_client():

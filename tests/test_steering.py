@@ -267,3 +267,47 @@ def test_steering_a_generalist_served_over_the_openpi_protocol(trained, tmp_path
     assert settings["generalist"] == server.url and settings["chunk_len"] == 4
     # the server answers in the env's canonical actions: the adapter's statistics are the identity
     assert settings["policy_action_stats"] == {"low": [-1.0] * 4, "high": [1.0] * 4}
+
+
+def test_a_server_dropped_mid_run_ends_it_in_one_line_and_keeps_what_ran(trained, tmp_path, capsys):
+    """The generalist's server (`dojo serve-policy`, its own process) killed while `dojo steer` runs on it: one
+    line naming the server, every finished episode stored, and the steering log of every step that ran."""
+    import threading
+    import time
+
+    from test_openpi import ServerProcess
+
+    from dojo.launch.cli import main
+    from dojo.replay.store import StoreReader
+
+    server = ServerProcess("--generalist", str(trained / "gen.msgpack"))
+    run = tmp_path / "steer"
+    store = run / "replay" / "steer.zarr"
+
+    def finished_episodes() -> list:
+        try:
+            return [e for e in StoreReader(store).episodes if e.finished]
+        except Exception:  # not written yet, or mid-write: look again
+            return []
+
+    def kill_after_two_episodes():
+        deadline = time.monotonic() + 120
+        while len(finished_episodes()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.kill()
+
+    killer = threading.Thread(target=kill_after_two_episodes, daemon=True)
+    killer.start()
+    try:
+        code = main(["steer", "--generalist", server.url, "--critic", str(trained / "critic"), "--k", "3",
+                     "--sim", "scene_pick_red", "--episodes", "100000", "--out", str(run), "env.max_episode_steps=5"])
+    finally:
+        killer.join(timeout=150)
+        server.kill()
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and f"{server.url} closed the connection" in err, err
+    finished = finished_episodes()
+    assert len(finished) >= 2 and all(e.num_steps == 5 for e in finished)
+    log = [json.loads(line) for line in open(run / "steering.jsonl")]
+    assert len(log) >= 5 * len(finished)  # every step of the stored episodes was steered and logged
+    assert {r["episode"] for r in log} >= set(range(len(finished)))

@@ -167,7 +167,7 @@ def _steer(args: argparse.Namespace) -> int:
     cfg = eval_config(train_config(_env_overrides(args) + [f"seed={args.seed}"] + list(args.overrides),
                                    robot=args.robot))
     lock = runs.RunLock(run)
-    env = generalist = None
+    env = generalist = policy = None
     try:
         env = make_env(cfg)
         policy, generalist = build_steered(settings, int(env.action_space.shape[0]))
@@ -180,9 +180,10 @@ def _steer(args: argparse.Namespace) -> int:
             actor = Actor(steered, journal, actor_config(cfg), policy=policy)
             while actor.episodes < args.episodes and not actor.done:
                 actor.step()
-        with open(run / STEER_LOG, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in policy.log)
     finally:
+        if policy is not None:  # the steps steered so far, also when a dropped server ends the run
+            with open(run / STEER_LOG, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in policy.log)
         if generalist is not None:
             generalist.close()
         if env is not None:
