@@ -120,7 +120,7 @@ def _openpi_round_trip(gen_path: Path, critic, task: str, episodes: int, seed: i
         with OpenpiGeneralist(url, timeout_s=60.0) as generalist:
             policy = SteeredPolicy(generalist, critic, 10, 0.0, ChunkExecution("ensemble", generalist.chunk_len),
                                    seed=seed)
-            return _evaluate(task, policy, episodes, 1_000_000 + seed * 10_000, max_steps)
+            return _evaluate(task, policy, episodes, evaluation_seed(seed), max_steps)
     finally:
         server.terminate()
         server.wait()
@@ -168,6 +168,11 @@ def _latency(gen_path: Path, critic, encoder, task: str, k: int, reps: int, seed
     cam = per_step(steered(camera, k))
     return {"k": k, "base_ms": round(base, 3), "vgps_state_ms": round(state, 3), "vgps_camera_ms": round(cam, 3),
             "steer_ms_per_step": round(state - base, 3), "steer_ms_per_step_camera": round(cam - base, 3)}
+
+
+def evaluation_seed(seed: int) -> int:
+    """The first reset seed of a benchmark seed's evaluation layouts: layouts no recorded episode started from."""
+    return 1_000_000 + seed * 10_000
 
 
 def critic_instruction(task: str) -> str:
@@ -251,7 +256,7 @@ def main() -> None:
     runs = {v: variants[v] for v in chosen}
     if args.oracle_episodes > 0:
         runs["oracle"] = (5, 0.0)
-    eval_seed = 1_000_000 + args.seed * 10_000  # layouts no recorded episode started from
+    eval_seed = evaluation_seed(args.seed)
     per_instruction: dict[str, dict] = {}
     ms: dict[str, list] = {}
     t0 = time.monotonic()

@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from steering import TwinOracle  # noqa: E402
+from steering import TwinOracle, evaluation_seed  # noqa: E402
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    if ra.std() == 0 or rb.std() == 0 or np.ptp(b) < 1e-9:
-        return None  # ties everywhere (every candidate alike to the oracle): no ranking to agree with
-    return float(np.corrcoef(ra, rb)[0, 1])
+    """Rank correlation (ordinal ranks); None where either side rates every candidate alike."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) < 1e-9:
+        return None
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
 
 
 def diagnose(task: str, generalist, critic, episodes: int, k: int, every: int, seed: int, max_steps: int) -> dict:
@@ -71,7 +71,8 @@ def diagnose(task: str, generalist, critic, episodes: int, k: int, every: int, s
                     o = oracle.score(obs, instruction, chunks)
                     rows.append({"rho": _spearman(q, o), "choice": o[int(np.argmax(q))], "mean": o.mean(),
                                  "best": o.max(), "q_spread": float(np.ptp(q)), "q_mean": float(q.mean()),
-                                 **_against_expert(critic, obs, instruction, chunks, q, o, expert.action(), rng)})
+                                 "expert": _against_expert(critic, obs, instruction, chunks, q, o, expert.action(),
+                                                           rng)})
                 execution.push(chunks[0])  # the base: the first draw, as SteeredPolicy at K = 1
                 obs, _, terminated, truncated, info = env.step(execution.next_action())
                 success = success or bool(info.get("success", False))
@@ -80,9 +81,7 @@ def diagnose(task: str, generalist, critic, episodes: int, k: int, every: int, s
     finally:
         env.close()
     rho = [r["rho"] for r in rows if r["rho"] is not None]
-    expert_keys = ("expert_over_random", "expert_over_noisy", "expert_over_candidates", "critic_vs_expert",
-                   "oracle_vs_expert", "candidate_spread")
-    against = {key: _mean_of(rows, key) for key in expert_keys}
+    against = {key: _mean_of([r["expert"] for r in rows], key) for key in rows[0]["expert"]}
     choice, mean, best = (float(np.mean([r[key] for r in rows])) for key in ("choice", "mean", "best"))
     return {"instruction": instruction, "steps_scored": len(rows), "base_success": float(np.mean(successes)),
             "spearman": round(float(np.mean(rho)), 3) if rho else None, "ranked_steps": len(rho),
@@ -123,6 +122,9 @@ def main() -> None:
     parser.add_argument("--tasks", default="", help="comma-separated scene tasks (default: all of them)")
     parser.add_argument("--critic", help="a critic snapshot (default: WORK/critic/policy.msgpack)")
     args = parser.parse_args()
+    for name in ("episodes", "k", "every", "max_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     from dojo.policies.generalist import load_generalist
     from dojo.policies.language import load_language_encoder
@@ -133,22 +135,24 @@ def main() -> None:
     for need in ("generalist.msgpack", "lang/config.json"):
         if not (work / need).is_file():
             raise SystemExit(f"{work} has no {need}: give a folder that `benchmarks/steering.py --work` filled")
-    critic = Critic(args.critic or str(work / "critic" / "policy.msgpack"), load_language_encoder(work / "lang"))
     tasks = [t for t in args.tasks.split(",") if t] or list(SCENE_TASKS)
+    unknown = [t for t in tasks if t not in SCENE_TASKS]
+    if unknown:
+        parser.error(f"--tasks: unknown scene task(s) {unknown}; expected some of {sorted(SCENE_TASKS)}")
+    try:
+        critic = Critic(args.critic or str(work / "critic" / "policy.msgpack"), load_language_encoder(work / "lang"))
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"vgps_diagnostics.py: {err}") from None
     results = []
     for task in tasks:
         generalist = load_generalist(work / "generalist.msgpack", seed=args.seed)
         results.append(diagnose(task, generalist, critic, args.episodes, args.k, args.every,
-                                1_000_000 + args.seed * 10_000, args.max_steps))
+                                evaluation_seed(args.seed), args.max_steps))
         print(json.dumps({"benchmark": "vgps-diagnostics-instruction", **results[-1]}), file=sys.stderr)
-    keys = ("spearman", "oracle_of_choice", "oracle_mean", "oracle_best", "capture", "q_spread", "q_state_std",
-            "base_success", "expert_over_random", "expert_over_noisy", "expert_over_candidates", "critic_vs_expert",
-            "oracle_vs_expert", "candidate_spread")
+    figures = [key for key in results[0] if key not in ("instruction", "steps_scored", "ranked_steps")]
     print(json.dumps({"benchmark": "vgps-diagnostics", "work": str(work), "k": args.k, "episodes": args.episodes,
                       "critic": args.critic or "critic/policy.msgpack",
-                      **{key: round(float(np.mean([r[key] for r in results if r[key] is not None])), 4)
-                         for key in keys if any(r[key] is not None for r in results)},
-                      "per_instruction": results}))
+                      **{key: _mean_of(results, key) for key in figures}, "per_instruction": results}))
 
 
 if __name__ == "__main__":
