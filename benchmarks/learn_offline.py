@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from dojo import runs  # noqa: E402
 from learn_pick_cube import FINAL_SEED, dojo  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 TASK = "pick_cube"
 OFFLINE_AGENTS = ("bc", "iql", "iql-sparse", "calql", "fql")  # presets of dojo/learners/__init__.py
 STAGES = ("offline", "calql_online", "wsrl", "calql_calibration")
@@ -204,7 +203,8 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--final-episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", default="learn_offline.png", help="file name under benchmarks/results/")
+    p.add_argument("--plot", default="", help="where to draw the curves (default OUT/learn_offline.png; the "
+                                              "committed figure is benchmarks/results/learn_offline.png)")
     args = p.parse_args(argv)
     args.agents = [a for a in args.agents.split(",") if a]
     stages = [s for s in args.stages.split(",") if s]
@@ -242,8 +242,7 @@ def main(argv=None) -> dict:
 
     results = {name: json.load(open(os.path.join(args.out, f"{name}.json")))
                for name in ("store",) + STAGES if os.path.exists(os.path.join(args.out, f"{name}.json"))}
-    os.makedirs(RESULTS, exist_ok=True)
-    plot(args.out, results, os.path.join(RESULTS, args.plot))
+    plot(args.out, results, args.plot or os.path.join(args.out, "learn_offline.png"))
     summary = {"task": TASK, "stages_run": stages, "wall_s": round(time.monotonic() - t0, 1),
                "store": results.get("store"),
                "offline": {k: {f: v[f] for f in ("updates", "success_rate", "train_wall_s")}

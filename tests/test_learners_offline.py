@@ -19,11 +19,13 @@ SMALL = {
     "calql": calql.get_config(actor_hidden_dims=(16,), critic_hidden_dims=(16, 16), cql_n_actions=3, **ENC),
     "calql_lagrange": calql.get_config(actor_hidden_dims=(16,), critic_hidden_dims=(16,), cql_n_actions=2,
                                        cql_lagrange=True, **ENC),
+    "calql_backup": calql.get_config(actor_hidden_dims=(16,), critic_hidden_dims=(16,), cql_n_actions=3,
+                                     max_target_backup=True, lr_warmup_steps=3, **ENC),
     "iql": iql.get_config(hidden_dims=(16, 16), **ENC),
     "fql": fql.get_config(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), flow_steps=3, **ENC),
     "bc": bc.get_config(hidden_dims=(16, 16), **ENC),
 }
-MODULES = {"sac": sac, "calql": calql, "calql_lagrange": calql, "iql": iql, "fql": fql, "bc": bc}
+MODULES = {"sac": sac, "calql": calql, "calql_lagrange": calql, "calql_backup": calql, "iql": iql, "fql": fql, "bc": bc}
 
 
 def test_calql_regulariser_matches_hand_computation():
@@ -72,6 +74,33 @@ def test_calql_reward_scale_and_bias_reach_the_td_target_and_the_mc_bound():
     np.testing.assert_allclose(float(info["mc_return"]), (-500.0 + success) / 2, rtol=1e-5)
     _, plain = calql.create(0, STATE_SPACE, ACTION_SPACE, SMALL["calql"]).update(batch)
     np.testing.assert_allclose([float(plain["target_q"]), float(plain["mc_return"])], [0.5, 0.99 ** 3 / 2], rtol=1e-5)
+
+
+def test_calql_max_target_backup_scores_each_sampled_action_and_keeps_each_rows_best():
+    agent = calql.create(0, STATE_SPACE, ACTION_SPACE, SMALL["calql_backup"])
+    _, critic, _ = agent.modules
+    obs = {"state": np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)}
+    actions = np.random.default_rng(1).uniform(-1, 1, (4, 3, 2)).astype(np.float32)
+    each = [calql.target_q(critic, agent.target_critic_params, obs, actions[:, i]) for i in range(3)]
+    np.testing.assert_allclose(calql.target_q(critic, agent.target_critic_params, obs, actions),
+                               np.stack(each, 1), rtol=1e-5, atol=1e-6)
+    q, logp = calql.best_of(np.array([[0.1, 0.7, 0.3], [2.0, -1.0, 1.0]]), np.array([[-1.0, -2.0, -3.0], [-4.0, -5.0, -6.0]]))
+    np.testing.assert_allclose([q, logp], [[0.7, 2.0], [-2.0, -4.0]])
+
+
+def test_calql_learning_rate_warmup_starts_from_zero():
+    """With a warm-up the first update moves nothing (rate 0), the next ones do; without one the first does."""
+    batch = synthetic_batch(np.random.default_rng(0), 16)
+    warm = calql.create(0, STATE_SPACE, ACTION_SPACE, SMALL["calql_backup"])
+    first, _ = warm.update(batch)
+    assert _leaves_equal(first.critic_params, warm.critic_params)
+    assert _leaves_equal(first.actor_params, warm.actor_params)
+    second, _ = first.update(batch)
+    assert not _leaves_equal(second.critic_params, warm.critic_params)
+    cold = calql.create(0, STATE_SPACE, ACTION_SPACE, dataclasses.replace(SMALL["calql_backup"], lr_warmup_steps=0))
+    assert not _leaves_equal(cold.update(batch)[0].critic_params, cold.critic_params)
+    with pytest.raises(ValueError, match="calql option lr_warmup_steps must be a number >= 0, got -1"):
+        calql.get_config(lr_warmup_steps=-1)
 
 
 def test_calql_reward_options_are_checked():

@@ -51,6 +51,11 @@ class Config(common.EncoderFields):
     # The published defaults 1 and 0 leave rewards as they are; Cal-QL's antmaze runs (0/1 goal rewards) use 10 and -5.
     reward_scale: float = 1.0
     reward_bias: float = 0.0
+    # CQL's `cql_max_target_backup` (on in Cal-QL's antmaze runs): the TD target takes the best of cql_n_actions
+    # sampled next actions (each scored by the min of the target critics) instead of one sample.
+    max_target_backup: bool = False
+    # Learning rates rise linearly from 0 over the first this many updates (0: from the start at full rate).
+    lr_warmup_steps: int = 0
 
 
 def get_config(**overrides) -> Config:
@@ -66,8 +71,9 @@ def _modules(config: Config, spec: ObsSpec, action_dim: int):
 
 
 def _optimisers(config: Config):
-    return (optax.adam(config.critic_lr), optax.adam(config.actor_lr), optax.adam(config.temp_lr),
-            optax.adam(config.critic_lr))
+    critic, actor, temp = (common.adam(lr, config.lr_warmup_steps) for lr in (config.critic_lr, config.actor_lr,
+                                                                             config.temp_lr))
+    return critic, actor, temp, common.adam(config.critic_lr, config.lr_warmup_steps)
 
 
 def scale_rewards(reward, mc_return, scale: float, bias: float, gamma: float):
@@ -101,6 +107,21 @@ def cql_regulariser(q_data, q_rand, q_pi, log_pi, q_next_pi, log_pi_next, mc_ret
                            q_pi - jax.lax.stop_gradient(log_pi)[None]], axis=-1)
     ood = jax.nn.logsumexp(cat / cql_temp, axis=-1) * cql_temp
     return (ood - q_data).mean(axis=1)
+
+
+def target_q(critic, target_params, next_obs, next_action):
+    """min over the target critics of Q(s', a'); next_action (B, A) -> (B,) or (B, N, A) -> (B, N)."""
+    if next_action.ndim == 2:
+        return critic.apply({"params": target_params}, next_obs, next_action).min(0)
+    feats = critic.apply({"params": target_params}, next_obs, method="encode")
+    feats = jnp.repeat(feats[:, None], next_action.shape[1], 1)
+    return critic.apply({"params": target_params}, feats, next_action, method="from_features").min(0)
+
+
+def best_of(next_q, next_logp):
+    """Each row's best sampled action: (B, N) Q-values and log-probs -> (B,) at the row's argmax Q."""
+    best = next_q.argmax(-1)[:, None]
+    return jnp.take_along_axis(next_q, best, -1)[:, 0], jnp.take_along_axis(next_logp, best, -1)[:, 0]
 
 
 class CalQLAgent(flax.struct.PyTreeNode):
@@ -139,8 +160,10 @@ class CalQLAgent(flax.struct.PyTreeNode):
 
         # TD target from the min of the target critics
         next_feats_online = critic.apply({"params": self.critic_params}, batch["next_obs"], method="encode")
-        next_action, next_logp = policy(next_feats_online, k_next, ())
-        next_q = critic.apply({"params": self.target_critic_params}, batch["next_obs"], next_action).min(0)
+        next_action, next_logp = policy(next_feats_online, k_next, (n,) if cfg.max_target_backup else ())
+        next_q = target_q(critic, self.target_critic_params, batch["next_obs"], next_action)
+        if cfg.max_target_backup:
+            next_q, next_logp = best_of(next_q, next_logp)
         if cfg.backup_entropy:
             next_q = next_q - jnp.exp(self.log_temp) * next_logp
         reward, mc_return = scale_rewards(batch["reward"], batch.get("mc_return", jnp.zeros_like(batch["reward"])),

@@ -8,6 +8,7 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from dojo.policies import networks as nets
 from dojo.policies.snapshot import Snapshot, policy_apply
@@ -33,10 +34,10 @@ class EncoderFields:
 
 # What the agents' option names promise, checked for every agent alike (so a new agent gets the checks too).
 _COUNTS = ("batch_size", "utd_ratio", "num_qs", "num_min_qs", "cql_n_actions", "flow_steps", "frame_stack",
-           "encoder_feature_dim")
+           "encoder_feature_dim", "n_step")
 _INTERVALS = {"discount": (0.0, 1.0, "in (0, 1]"), "tau": (0.0, 1.0, "in (0, 1]"),
               "demo_ratio": (None, 1.0, "in [0, 1]"), "expectile": (0.0, 0.999999, "in (0, 1)")}
-_NON_NEGATIVE = ("aug_pad", "bc_weight", "alpha", "cql_alpha", "awr_temperature")
+_NON_NEGATIVE = ("aug_pad", "bc_weight", "alpha", "cql_alpha", "awr_temperature", "lr_warmup_steps")
 _POSITIVE = ("init_temperature", "cql_temp", "max_awr_weight", "reward_scale")
 _CHOICES = {"q_agg": ("mean", "min"), "bc_on": ("mode", "sample")}
 
@@ -76,6 +77,11 @@ def check_config(config) -> None:
             raise ValueError(f"{where} must be {expected}, got {value!r}")
     if getattr(config, "num_min_qs", 1) > getattr(config, "num_qs", 1):
         raise ValueError(f"{name} option num_min_qs must be <= num_qs={config.num_qs}, got {config.num_min_qs}")
+
+
+def adam(lr: float, warmup_steps: int = 0):
+    """Adam at `lr`, or with the rate rising linearly from 0 to `lr` over the first `warmup_steps` updates."""
+    return optax.adam(optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else lr)
 
 
 def _is_int(value) -> bool:
