@@ -98,7 +98,8 @@ def main(argv=None) -> dict:
     add_run_options(p, eval_every=2000, eval_episodes=20, final_episodes=50, plot_name="learn_pick_cube.png")
     p.add_argument("--normalize", choices=("none", "demos"), default="none",
                    help="state normalisation: none, or mean/std of the demos (std floored at 1e-2)")
-    p.add_argument("--n-step", type=int, default=1)
+    p.add_argument("--n-step", type=int, default=None, help="returns over n steps (default: the agent's; serl 3, "
+                                                                 "others 1)")
     args = p.parse_args(argv)
 
     out = args.out or tempfile.mkdtemp(prefix="learn_")
@@ -106,11 +107,11 @@ def main(argv=None) -> dict:
     if not os.path.exists(demos):
         record_demos(args.task, args.demos, demos)
     t0 = time.monotonic()
-    title = (f"{args.agent} {args.task} state, {args.demos} demos, seed {args.seed}, n_step {args.n_step}, "
+    title = (f"{args.agent} {args.task} state, {args.demos} demos, seed {args.seed}, n_step {args.n_step or 'default'}, "
              f"normalize {args.normalize}" + "".join(f", {kv}" for kv in args.set))
     summary, rows, final = learn_and_evaluate(out, args, [
-        "--sim", args.task, "--demos", demos, "--steps", args.steps, f"learner.n_step={args.n_step}",
-        f"learner.normalize={args.normalize}"], args.plot, title)
+        "--sim", args.task, "--demos", demos, "--steps", args.steps, f"learner.normalize={args.normalize}",
+        *([] if args.n_step is None else [f"learner.n_step={args.n_step}"])], args.plot, title)
     first_90 = next((r for r in rows if r["eval_success_rate"] >= 0.9), None)
     result = {"task": args.task, "agent": args.agent, "set": args.set, "seed": args.seed, "demos": args.demos,
               "n_step": args.n_step, "normalize": args.normalize, "env_steps": summary["env_steps"],

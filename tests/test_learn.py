@@ -10,9 +10,12 @@ import sys
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 from dojo import runs
 from dojo.launch.cli import main
+from dojo.launch.config import OPEN_SECTIONS, load_config
+from dojo.learners.learner import Learner
 from dojo.replay.store import EpisodeWriter, open_store
 from test_stream import wait_for
 
@@ -252,3 +255,15 @@ def test_serl_learns_the_twins_reach_from_demos(tmp_path, capsys):
     assert main(["eval", "--run", str(tmp_path / "run"), "--episodes", "50", "--seed", "777"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["success_rate"] >= 0.9, result
+
+
+@pytest.mark.parametrize("overrides, n_step", [([], 3), (["learner.n_step=1"], 1), (["agent.sac.n_step=5"], 5),
+                                               (["agent.name=rlpd"], 1), (["agent.name=calql"], 1)])
+def test_the_learner_samples_the_agents_n_step_unless_told_otherwise(tmp_path, overrides, n_step):
+    """learner.n_step null (the default) takes the agent's: the serl preset's 3, RLPD's and Cal-QL's 1 (Cal-QL's
+    Monte-Carlo bound holds for one-step transitions only)."""
+    cfg = load_config("train", overrides, open_sections=OPEN_SECTIONS)
+    space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (5,), np.float32)})
+    learner = Learner(tmp_path / "run", cfg, space, gym.spaces.Box(-1, 1, (4,), np.float32), serve=False)
+    assert learner.n_step == n_step
+    learner.close()

@@ -123,7 +123,9 @@ def check_train_config(cfg: DictConfig) -> None:
     for key in ("learner.env_steps", "learner.offline_updates", "learner.start_after_steps", "learner.eval_every",
                 "actor.random_steps", "actor.max_lead_steps", "eval.episodes"):
         _number(cfg, key, 0, integer=True)
-    for key in ("learner.n_step", "learner.snapshot_every_updates", "learner.eval_episodes",
+    if cfg.learner.n_step is not None:
+        _number(cfg, "learner.n_step", 1, integer=True)
+    for key in ("learner.snapshot_every_updates", "learner.eval_episodes",
                 "intervention.takeover_steps"):
         _number(cfg, key, 1, integer=True)
     _number(cfg, "learner.capacity_steps", 1000, integer=True)

@@ -18,9 +18,12 @@ AGENTS = {"sac": "dojo.learners.sac", "calql": "dojo.learners.calql", "iql": "do
 PRESETS = {
     "rlpd": ("sac", {}, "RLPD's published settings: 10 LayerNorm critics, UTD 20, entropy backup"),
     "serl": ("sac", {"num_qs": 2, "backup_entropy": False, "init_temperature": 0.01, "utd_ratio": 1,
-                     "bc_weight": 1.0},
-             "SERL's robot settings (2 critics, no entropy backup, temperature 0.01, UTD 1) plus a BC term on "
-             "demo rows: what learns the twin's sparse tasks fast on a CPU (benchmarks/results/README.md)"),
+                     "bc_weight": 1.0, "discount": 0.97, "n_step": 3, "entropy_rule": "equal",
+                     "target_entropy": -4.0},
+             "SERL's robot settings (2 critics, no entropy backup, temperature 0.01, UTD 1, HIL-SERL's discount "
+             "0.97) plus a BC term on demo rows, 3-step returns and the entropy held at -4 (SAC's -1 per dimension "
+             "of the twin's 4-D actions): what learns the twin's sparse tasks fast on a CPU and keeps what it "
+             "learned (benchmarks/results/README.md)"),
     "sac": ("sac", {"num_qs": 2, "num_min_qs": 2, "critic_layer_norm": False, "utd_ratio": 1, "demo_ratio": 0.0},
             "plain SAC (Haarnoja et al.): twin critics, no LayerNorm, one update per env step"),
     "calql": ("calql", {}, "Cal-QL's published settings"),

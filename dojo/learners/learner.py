@@ -132,6 +132,7 @@ class Learner:
         self.agent = self.parallel.agent(self.agent)
         agent_ratio = getattr(self.agent.config, "demo_ratio", 0.0)
         self.demo_ratio = agent_ratio if self.lc.demo_ratio is None else float(self.lc.demo_ratio)
+        self.n_step = int(getattr(self.agent.config, "n_step", 1) if self.lc.n_step is None else self.lc.n_step)
         self.server = None
         if serve:
             self.server = LinkServer(self._on_steps, self.run / runs.KEYS, host=cfg.link.host, port=cfg.link.port,
@@ -244,7 +245,7 @@ class Learner:
         if self.mirror.num_steps == 0 or (self.demo_ratio == 0.0 and online == 0 and not offline_phase):
             return False  # a demo_ratio of 0 (WSRL) samples online data only, once there is some
         ratio = None if offline_phase else symmetric_ratio(by_source, self.demo_ratio)
-        batch = self.mirror.sample(self.batch_size, self.rng, n_step=int(self.lc.n_step),
+        batch = self.mirror.sample(self.batch_size, self.rng, n_step=self.n_step,
                                    gamma=self.agent.config.discount, source_ratio=ratio)
         self.agent, self._info = self.agent.update(self.parallel.batch(batch))
         self.updates += 1

@@ -56,6 +56,9 @@ class Config(common.EncoderFields):
     # "at_least": SAC's constraint, entropy >= target_entropy, with a temperature >= 0 that can only push the
     # entropy up. "equal": entropy == target_entropy, a signed temperature that also pulls it down.
     entropy_rule: str = "at_least"
+    # Not used by the update: the length of the returns in the batches the learner samples for this agent (its
+    # `learner.n_step` when that is null). RLPD: 1.
+    n_step: int = 1
 
 
 def get_config(**overrides) -> Config:
