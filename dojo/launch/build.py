@@ -197,7 +197,7 @@ def check_learner_inputs(cfg, obs_space, action_space) -> None:
     from dojo import runs
     from dojo.learners import agent_config, agent_module, preset_agent
     from dojo.learners.checkpoint import config_from_json, read_checkpoint
-    from dojo.learners.learner import agent_overrides
+    from dojo.learners.learner import agent_overrides, sampled_n_step
     from dojo.policies.spaces import ObsAdapter, ObsSpec
     from dojo.replay.store import StoreError, StoreReader
 
@@ -207,13 +207,17 @@ def check_learner_inputs(cfg, obs_space, action_space) -> None:
             path = runs.checkpoint_path(cfg.agent.init)
             meta, _ = read_checkpoint(str(path))
             config = config_from_json(agent_module(meta["agent"]), meta["config"])
-            dataclasses.replace(config, **agent_overrides(cfg, meta["agent"]))  # checks the options
+            config = dataclasses.replace(config, **agent_overrides(cfg, meta["agent"]))  # checks the options
             got = (ObsSpec.from_dict(meta["obs_spec"]), len(meta["action_low"]))
             if got != (spec, action_dim):
                 raise ValueError(f"agent.init {path} was trained on observations {got[0]} and {got[1]} actions; "
                                  f"this run has {spec} and {action_dim}")
         else:
-            agent_config(cfg.agent.name, agent_overrides(cfg, preset_agent(cfg.agent.name)))
+            config = agent_config(cfg.agent.name, agent_overrides(cfg, preset_agent(cfg.agent.name)))[1]
+        n_step = sampled_n_step(cfg.learner, config)
+        if n_step > 1 and getattr(config, "enable_calql", False):
+            raise ValueError(f"learner.n_step={n_step}: Cal-QL's Monte-Carlo bound holds for one-step returns only; "
+                             "use learner.n_step=1 (or agent.calql.enable_calql=false)")
         if cfg.demos.store:
             reader = StoreReader(cfg.demos.store)
             need = {"state": (spec.state_dim,), **dict(spec.cameras)}

@@ -43,6 +43,12 @@ log = logging.getLogger("dojo.learner")
 _MAX_UPDATES_PER_TICK = 50  # keeps a serving learner responsive to stop requests and logging
 
 
+def sampled_n_step(learner_cfg, agent_config) -> int:
+    """The return length of sampled batches: `learner.n_step`, or when that is null the agent's (1 if it has none)."""
+    n_step = learner_cfg.n_step
+    return int(getattr(agent_config, "n_step", 1) if n_step is None else n_step)
+
+
 def agent_overrides(cfg, agent_name: str) -> dict:
     """The run's `agent.<agent file>` options; options set for another agent file are a mistake."""
     for other, options in cfg.agent.items():
@@ -132,7 +138,7 @@ class Learner:
         self.agent = self.parallel.agent(self.agent)
         agent_ratio = getattr(self.agent.config, "demo_ratio", 0.0)
         self.demo_ratio = agent_ratio if self.lc.demo_ratio is None else float(self.lc.demo_ratio)
-        self.n_step = int(getattr(self.agent.config, "n_step", 1) if self.lc.n_step is None else self.lc.n_step)
+        self.n_step = sampled_n_step(self.lc, self.agent.config)
         self.server = None
         if serve:
             self.server = LinkServer(self._on_steps, self.run / runs.KEYS, host=cfg.link.host, port=cfg.link.port,
