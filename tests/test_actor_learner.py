@@ -87,6 +87,8 @@ TRAIN = ["train", "--sim", "reach", "--run", "{tmp}/r"]
 
 @pytest.mark.parametrize("args, words", [
     ([*TRAIN, "learner.n_step=0"], "learner.n_step must be an integer >= 1, got 0"),
+    (["train", "--sim", "reach", "learner.env_steps=5", "--run", "{tmp}/r", "learner.n_step=0"],
+     "learner.n_step must be an integer >= 1, got 0"),  # overrides in two groups
     ([*TRAIN, "agent.name=calql", "learner.n_step=3"], "learner.n_step=3: Cal-QL's Monte-Carlo bound holds for"),
     ([*TRAIN, "env.control_hz=0"], "env.control_hz must be a number > 0, got 0.0"),
     ([*TRAIN, "agent.sac.utd_ratio=0"], "sac option utd_ratio must be an integer >= 1, got 0"),

@@ -26,8 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
 BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line. A command's KEY=VALUE overrides may come in more than one group (`dojo train a=1 --run R
+    b=2`): argparse fills the positional from the first group only, so the later ones join it here, in order."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    late = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra and (late != extra or not isinstance(getattr(args, "overrides", None), list)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if late:
+        args.overrides = [*args.overrides, *late]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     # Ctrl-C stops every dojo command (a person at a teleop device or watching a run must be able to),
     # also where a shell or supervisor started us with SIGINT ignored: Python then installs no handler.
     if threading.current_thread() is threading.main_thread():
