@@ -11,6 +11,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
+
 from dojo import runs
 from dojo.launch.build import make_env, resume_practice
 from dojo.launch.cmd_practice import replay_attempt
@@ -209,6 +211,26 @@ def test_a_session_survives_sigkill_of_its_actor_and_learner(tmp_path):
     assert report["human_resets"] == sum(e.reset == "human" for e in finished)
     assert (run / "practice.png").stat().st_size > 0 and len(report["videos"]) == 1
     assert Path(report["videos"][0]).stat().st_size > 0
+
+
+def test_a_resumed_session_keeps_the_settings_it_started_with(tmp_path):
+    """`dojo practice --run RUN` on a finished session (a larger budget) keeps what the session was started with:
+    the command's own defaults (acting with the mode, the serl-practice preset) do not override its saved config."""
+    run = tmp_path / "r"
+    common = ["practice", "--sim", "cube_pads", "--run", str(run), "practice.videos=0"]
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    first = subprocess.run(CLI + common + ["learner.env_steps=120", "demos.episodes=2", "env.max_episode_steps=40",
+                                           "agent.sac.hidden_dims=[32,32]", "agent.sac.batch_size=32",
+                                           "learner.start_after_steps=50", "practice.person_delay_s=0",
+                                           "actor.noise_scale=1.0", "agent.name=serl"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(CLI + common + ["learner.env_steps=200"], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads(second.stdout.strip().splitlines()[-1])["env_steps"] >= 200
+    saved = OmegaConf.load(run / runs.CONFIG)
+    assert (saved.actor.noise_scale, saved.agent.name, saved.practice.enabled) == (1.0, "serl", True)
 
 
 def test_practice_on_a_station_runs_learner_and_actor_and_reports(tmp_path):

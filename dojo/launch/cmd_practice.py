@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from dojo import runs
 from dojo.launch.config import ConfigError
 
 RESTARTS = 100  # a SIGKILLed learner or actor is started again (and resumes) up to this many times each
@@ -23,8 +24,9 @@ def add_parser(subparsers) -> None:
                     "runs a learner and an actor over loopback: the actor's attempts alternate between the pair's "
                     "forward and backward task with no reset in between, and a person (the twin's simulated one) "
                     "resets the scene only after practice.max_failures failed attempts in a row or when the scene "
-                    "is stuck. One agent learns both directions (the direction is part of its state); the actor "
-                    "practises with the policy's mode (actor.noise_scale=0; 1 samples the policy). A learner "
+                    "is stuck. One agent learns both directions (the direction is part of its state; the "
+                    "serl-practice preset unless agent.name says otherwise); the actor practises with the "
+                    "policy's mode (actor.noise_scale=0; 1 samples the policy). A learner "
                     "or actor that is killed is started again and resumes; `dojo practice --run RUN` resumes a "
                     "stopped session. Ends with RUN/practice.png, sampled attempt videos in RUN/videos, TensorBoard "
                     "scalars and one JSON line.")
@@ -48,8 +50,11 @@ def run_practice(args: argparse.Namespace) -> int:
     if args.sim is not None and args.sim not in PAIRS:
         raise ConfigError(f"--sim must name a reset-free task pair, one of {sorted(PAIRS)}; got {args.sim!r}")
     # The robot practises with the policy's mode unless told otherwise: on the twin's pair the sampled actions
-    # fail where the mode succeeds (benchmarks/results/README.md, reset-free practice).
-    defaults = ["practice.enabled=true", "actor.noise_scale=0.0"]
+    # fail where the mode succeeds; and with the serl-practice preset, whose actor moves off a repeated failure
+    # faster than serl's (benchmarks/results/README.md, reset-free practice).
+    # A resumed session keeps what its saved config says (these defaults may have been overridden at its start).
+    resumed = args.run is not None and (Path(args.run) / runs.CONFIG).is_file()
+    defaults = [] if resumed else ["practice.enabled=true", "actor.noise_scale=0.0", "agent.name=serl-practice"]
     name = args.sim or Path(args.robot).stem
     cfg, run, started = train_on_twin(name, PAIRS.get(args.sim), args.run, [*defaults, *args.overrides],
                                       restarts=RESTARTS, command="practice", robot=args.robot)

@@ -14,16 +14,21 @@ import importlib
 AGENTS = {"sac": "dojo.learners.sac", "calql": "dojo.learners.calql", "iql": "dojo.learners.iql",
           "fql": "dojo.learners.fql", "bc": "dojo.learners.bc"}
 
+# SERL's robot settings plus what keeps the twin's practice from sagging (benchmarks/results/README.md)
+_SERL = {"num_qs": 2, "backup_entropy": False, "init_temperature": 0.01, "utd_ratio": 1, "bc_weight": 1.0,
+         "discount": 0.97, "n_step": 3, "entropy_rule": "equal", "target_entropy": -4.0}
+
 # name -> (agent file, settings over its published defaults, what it is for)
 PRESETS = {
     "rlpd": ("sac", {}, "RLPD's published settings: 10 LayerNorm critics, UTD 20, entropy backup"),
-    "serl": ("sac", {"num_qs": 2, "backup_entropy": False, "init_temperature": 0.01, "utd_ratio": 1,
-                     "bc_weight": 1.0, "discount": 0.97, "n_step": 3, "entropy_rule": "equal",
-                     "target_entropy": -4.0},
+    "serl": ("sac", {**_SERL, "actor_lr": 1e-4},
              "SERL's robot settings (2 critics, no entropy backup, temperature 0.01, UTD 1, HIL-SERL's discount "
-             "0.97) plus a BC term on demo rows, 3-step returns and the entropy held at -4 (SAC's -1 per dimension "
-             "of the twin's 4-D actions): what learns the twin's sparse tasks fast on a CPU and keeps what it "
-             "learned (benchmarks/results/README.md)"),
+             "0.97) plus a BC term on demo rows, 3-step returns, the entropy held at -4 (SAC's -1 per dimension "
+             "of the twin's 4-D actions) and an actor rate of 1e-4 (Cal-QL's): what learns the twin's sparse tasks "
+             "on a CPU and keeps what it learned (benchmarks/results/README.md)"),
+    "serl-practice": ("sac", {**_SERL, "actor_lr": 3e-4},
+                      "serl with SAC's actor rate 3e-4, `dojo practice`'s default: a reset-free session acts with the "
+                      "policy's mode, so a direction gone wrong repeats its failure until the actor moves off it"),
     "sac": ("sac", {"num_qs": 2, "num_min_qs": 2, "critic_layer_norm": False, "utd_ratio": 1, "demo_ratio": 0.0},
             "plain SAC (Haarnoja et al.): twin critics, no LayerNorm, one update per env step"),
     "calql": ("calql", {}, "Cal-QL's published settings"),
