@@ -167,9 +167,10 @@ def test_the_success_key_is_configurable(tmp_path, capsys):
 
 def test_learn_journals_every_step_and_resumes_after_sigkill(tmp_path):
     """The in-process actor commits its steps as it goes (at most the last second is lost), not at episode
-    end; `dojo learn` on the same run resumes the checkpoint and the store."""
+    end; `dojo learn` on the same run resumes the checkpoint and the store. pick_cube without demos: no episode
+    can succeed (and end) within the first few hundred steps, which reach's learner sometimes does."""
     run = tmp_path / "run"
-    args = ["learn", "--sim", "reach", "--steps", "100000", "--eval-every", "0", "--out", str(run),
+    args = ["learn", "--sim", "pick_cube", "--steps", "100000", "--eval-every", "0", "--out", str(run),
             "env.max_episode_steps=1000", "learner.checkpoint_every_s=1.0", "agent.sac.hidden_dims=[32,32]"]
     proc = subprocess.Popen(CLI + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     store = run / "replay" / "actor-0.zarr"
