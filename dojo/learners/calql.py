@@ -71,9 +71,9 @@ def _modules(config: Config, spec: ObsSpec, action_dim: int):
 
 
 def _optimisers(config: Config):
-    critic, actor, temp = (common.adam(lr, config.lr_warmup_steps) for lr in (config.critic_lr, config.actor_lr,
-                                                                             config.temp_lr))
-    return critic, actor, temp, common.adam(config.critic_lr, config.lr_warmup_steps)
+    """Adam for the critic, the actor, the temperature and the CQL multiplier (at the critic's rate)."""
+    return tuple(common.adam(lr, config.lr_warmup_steps)
+                 for lr in (config.critic_lr, config.actor_lr, config.temp_lr, config.critic_lr))
 
 
 def scale_rewards(reward, mc_return, scale: float, bias: float, gamma: float):
