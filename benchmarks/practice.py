@@ -4,9 +4,11 @@ forward task alone, `dojo train --sim cube_to_green`, the same env steps) and a 
 are SIGKILLed at random moments, checked for lost or duplicated steps.
 
 Run: .venv/bin/python benchmarks/practice.py --seed S --out DIR [--env-steps 20000] [--reset-based] [--kills 4]
-Prints one JSON line: forward_success, backward_success, human_resets_per_100, ... (and reset_based_success;
-with --kills, the kills made, the restarts the session logged, and whether every actor's journal and the
-learner's copy hold the same steps).
+Prints one JSON line: forward_success, backward_success, human_resets_per_100, ...; forward_from_resets and
+backward_from_resets: the session's last policy, acting with its mode, on --eval-episodes attempts of each
+direction from a person's full reset (a scene the session did not leave itself); and reset_based_success; with
+--kills, the kills made, the restarts the session logged, and whether every actor's journal and the learner's copy
+hold the same steps.
 """
 
 from __future__ import annotations
@@ -63,19 +65,48 @@ def _child(parent: int, command: str) -> int | None:
 
 
 def same_steps(run: Path) -> bool:
-    """Every actor's journal and the learner's store of it hold the same rows and episodes: none lost, none twice."""
+    """Every actor's journal and the learner's store of it hold the same episodes and rows: none lost, none twice.
+    The journal may hold more only as an attempt its actor began as the learner stopped (its open episode, whose
+    steps wait in the journal and go to the learner on the next run)."""
     import numpy as np
 
     from dojo.replay.store import StoreReader
 
     for journal in sorted((run / "journal").glob("*.zarr")):
         mine, theirs = StoreReader(journal), StoreReader(run / runs.REPLAY / journal.name)
-        if mine.num_rows != theirs.num_rows or len(mine.episodes) != len(theirs.episodes):
+        rows, waiting = theirs.num_rows, mine.num_rows - theirs.num_rows
+        if len(mine.episodes) != len(theirs.episodes) or waiting < 0:
+            return False
+        if waiting and (mine.open_episode is None or mine.open_episode["start_row"] < rows):
             return False
         for key in ("action", "reward", "obs/state"):
-            if not np.array_equal(mine.read(key), theirs.read(key)):
+            if not np.array_equal(mine.read(key, 0, rows), theirs.read(key)):
                 return False
     return True
+
+
+def from_resets(run: Path, episodes: int, seed: int) -> dict:
+    """{DIRECTION_from_resets: success rate} of the run's last policy (its mode) over `episodes` attempts of each
+    direction, each from a full reset of the twin's scene: the cube on the direction's start pad at any yaw."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from dojo.policies.evaluation import evaluate
+    from dojo.policies.snapshot import Policy
+    from dojo.policies.spaces import CanonicalEnv
+    from dojo.robot.practice import DIRECTIONS
+    from dojo.sim import make_env
+    from dojo.sim.task_pair import CubePads
+
+    cfg, policy, result = OmegaConf.load(run / runs.CONFIG), Policy(str(run / runs.SNAPSHOT), seed=seed), {}
+    for direction in DIRECTIONS:
+        onehot = np.array([d == direction for d in DIRECTIONS], np.float32)  # as the session's state ends
+        env = CanonicalEnv(make_env(CubePads.direction_names[direction], control_hz=cfg.env.control_hz,
+                                    action_dim=cfg.env.action_dim, max_episode_steps=cfg.env.max_episode_steps))
+        act = lambda obs: policy.act_normalized({**obs, "state": np.concatenate([obs["state"], onehot])})  # noqa: E731,B023
+        result[f"{direction}_from_resets"] = evaluate(env, act, episodes, seed)["success_rate"]
+        env.close()
+    return result
 
 
 def main() -> None:
@@ -84,6 +115,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder for the runs")
     p.add_argument("--env-steps", type=int, default=20_000)
     p.add_argument("--reset-based", action="store_true", help="also the forward task with resets, same env steps")
+    p.add_argument("--eval-episodes", type=int, default=30, help="attempts per direction from a full reset")
     p.add_argument("--kills", type=int, default=0, help="SIGKILL the learner or actor this many times")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides for both runs")
     args = p.parse_args()
@@ -97,7 +129,8 @@ def main() -> None:
               "backward_success": report["backward_success"], "human_resets_per_100": report["human_resets_per_100"],
               "attempts": report["attempts"], "forward_attempts": report["forward_attempts"],
               "backward_attempts": report["backward_attempts"], "human_resets": report["human_resets"],
-              "practice_wall_s": round(time.monotonic() - started, 1), "run": str(run)}
+              "practice_wall_s": round(time.monotonic() - started, 1), "run": str(run),
+              **from_resets(run, args.eval_episodes, 1000 + args.seed)}
     if args.kills:
         logs = "".join(p.read_text() for p in run.glob("*.log"))
         result.update(kills=kills, restarts=logs.count("starting it again"), same_steps=same_steps(run))

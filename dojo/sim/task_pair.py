@@ -19,6 +19,12 @@ dojo.sim.person.SimPerson after its delay, and counted), asked for when `stuck_r
     ...                                     # the backward attempt
 
 The pads are fixed on the table, as tape marks on a real station's table are.
+
+The observation leaves out the cube's orientation. The gripper cannot turn (the arm holds the orientation its
+attempt began with), the cube is the same under quarter turns, and the scripted expert never reads it (30 of 30
+full resets at yaws up to 45 degrees). With it in the state, reset-free practice went wrong on it: the policy's own
+placements leave the cube square, so the sessions trained on a yaw of about 0, and their policies failed a
+person's reset at any other yaw (benchmarks/results/README.md, reset-free practice).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 from dojo.robot.interfaces import ArmState
 from dojo.sim.experts import EXPERTS
 from dojo.sim.multitask import RELEASED_WIDTH_M, REST_TOL_M, PutOnPadExpert
-from dojo.sim.tasks import TASKS, PickCube, SimTask, _hemisphere, _yaw_quat
+from dojo.sim.tasks import TASKS, PickCube, SimTask, _yaw_quat
 from dojo.sim.world import SimWorld
 
 CUBE_HALF_M = PickCube.half_size_m  # pick_cube's cube, so its expert's grasp carries over
@@ -74,7 +80,7 @@ class CubePads(SimTask):
     resting on the table and the fingers open wider than the cube. One class for both directions."""
 
     objects_xml = SCENE_XML
-    obs_dim = 12  # cube position, cube quaternion, cube - end-effector, target pad centre (x, y)
+    obs_dim = 8  # cube position, cube - end-effector, target pad centre (x, y); no orientation (module docstring)
     direction = "forward"  # the direction a new task starts in; each instance then keeps its own
     direction_names = {d: names[0] for d, names in DIRECTIONS.items()}  # the task's name in each direction
 
@@ -166,8 +172,7 @@ class CubePads(SimTask):
     def observation(self) -> np.ndarray:
         d = self.world.data
         pos = d.xpos[self._body]
-        return np.concatenate([pos, _hemisphere(d.xquat[self._body]), pos - d.site_xpos[self.world.ee_site],
-                               self.pad_xy_m]).astype(np.float32)
+        return np.concatenate([pos, pos - d.site_xpos[self.world.ee_site], self.pad_xy_m]).astype(np.float32)
 
 
 class CubeToGreen(CubePads):
