@@ -57,6 +57,20 @@ def finished_episodes(run: Path, finished: bool = True) -> list:
     return sorted(attempts, key=lambda pair: pair[0].start_time_s)
 
 
+def stored_steps(run: Path) -> int:
+    """The env steps a run's replay stores hold, as the learner's budget counts them: an episode cut short by a
+    crash has no final observation, and the attempt still open when the learner stopped counts too."""
+    from dojo.replay.store import StoreReader
+
+    total = 0
+    for store in sorted((Path(run) / runs.REPLAY).glob("*.zarr")):
+        reader = StoreReader(store)
+        total += sum(e.num_steps + (not e.finished) for e in reader.episodes)
+        if reader.open_episode is not None:
+            total += reader.num_rows - reader.open_episode["start_row"]
+    return total
+
+
 def practice_report(run: Path, names: dict[str, str], last: int = 50, window: int = 20) -> dict:
     """A practice session's figures, RUN/practice.png and its TensorBoard scalars (RUN/tb/practice): success per
     direction (`names`: direction -> task name) against attempts and wall-clock, human resets and intervened
@@ -72,8 +86,7 @@ def practice_report(run: Path, names: dict[str, str], last: int = 50, window: in
     t0 = attempts[0][0].start_time_s if attempts else 0.0
     hours = max((attempts[-1][0].start_time_s - t0) / 3600, 1e-9) if attempts else 0.0
     human = sum(e.reset == "human" for e, _ in attempts)
-    # env steps as the learner's budget counts them: an attempt cut short by a crash has no final observation
-    report = {"attempts": len(attempts), "env_steps": sum(e.num_steps + (not e.finished) for e, _ in every),
+    report = {"attempts": len(attempts), "env_steps": stored_steps(run),
               "human_resets": human, "human_resets_per_100": round(100 * human / max(len(attempts), 1), 2),
               "human_resets_per_hour": round(human / hours, 2) if hours else None,
               "human_resets_last_100": sum(e.reset == "human" for e, _ in attempts[-100:]),
