@@ -119,6 +119,8 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=0, help="SIGKILL the learner or actor this many times")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides for both runs")
     args = p.parse_args()
+    if args.eval_episodes < 1:
+        p.error(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = [f"seed={args.seed}", f"learner.env_steps={args.env_steps}", *args.set]

@@ -39,9 +39,9 @@ def plot_learning_curve(run: Path, eval_success: float | None = None) -> Path:
     return path
 
 
-def finished_episodes(run: Path, finished: bool = True) -> list:
-    """Every finished episode of a run's actors (a practice run's attempts; with `finished=False` the ones cut
-    short too), in the order they began: (EpisodeInfo, the operator's takeovers in it)."""
+def finished_episodes(run: Path) -> list:
+    """Every finished episode of a run's actors (a practice run's attempts), in the order they began:
+    (EpisodeInfo, the operator's takeovers in it)."""
     import numpy as np
 
     from dojo.replay.store import StoreReader
@@ -51,7 +51,7 @@ def finished_episodes(run: Path, finished: bool = True) -> list:
         reader = StoreReader(store)
         intervened = reader.read("intervened").astype(bool) if reader.num_rows else None
         for e in reader.episodes:
-            if e.finished or not finished:
+            if e.finished:
                 steps = intervened[e.start_row:e.stop_row - 1]
                 attempts.append((e, int(np.sum(steps[1:] & ~steps[:-1]) + (steps[:1].sum()))))
     return sorted(attempts, key=lambda pair: pair[0].start_time_s)
@@ -81,8 +81,7 @@ def practice_report(run: Path, names: dict[str, str], last: int = 50, window: in
     import matplotlib.pyplot as plt
     import numpy as np
 
-    every = finished_episodes(run, finished=False)
-    attempts = [(e, n) for e, n in every if e.finished]
+    attempts = finished_episodes(run)
     t0 = attempts[0][0].start_time_s if attempts else 0.0
     hours = max((attempts[-1][0].start_time_s - t0) / 3600, 1e-9) if attempts else 0.0
     human = sum(e.reset == "human" for e, _ in attempts)

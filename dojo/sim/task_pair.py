@@ -22,7 +22,7 @@ The pads are fixed on the table, as tape marks on a real station's table are.
 
 The observation leaves out the cube's orientation. The gripper cannot turn (the arm holds the orientation its
 attempt began with), the cube is the same under quarter turns, and the scripted expert never reads it (30 of 30
-full resets at yaws up to 45 degrees). With it in the state, reset-free practice went wrong on it: the policy's own
+full resets, their yaws drawn from -45 to 45 degrees). With it in the state, reset-free practice went wrong on it: the policy's own
 placements leave the cube square, so the sessions trained on a yaw of about 0, and their policies failed a
 person's reset at any other yaw (benchmarks/results/README.md, reset-free practice).
 """
