@@ -179,6 +179,22 @@ def test_bc_weight_pulls_the_actor_to_the_demo_actions():
         agent.update(batch)
 
 
+def test_bc_only_updates_clone_the_demos_before_the_q_term_and_the_temperature_join():
+    cfg = dataclasses.replace(SMALL, utd_ratio=1, batch_size=32, bc_weight=3.0, bc_only_updates=4,
+                              entropy_rule="equal", init_temperature=0.01)
+    agent = sac.create(0, STATE_SPACE, ACTION_SPACE, cfg)
+    batch = synthetic_batch(np.random.default_rng(5), 32)
+    for _ in range(4):  # the actor's loss is the BC term alone and the temperature stays where it began
+        agent, info = agent.update(batch)
+        np.testing.assert_allclose(info["actor_loss"], 3.0 * info["bc_loss"], rtol=1e-5)
+        assert float(info["temperature"]) == pytest.approx(0.01)
+    agent, info = agent.update(batch)  # then SAC's actor and temperature losses join in
+    assert abs(float(info["actor_loss"]) - 3.0 * float(info["bc_loss"])) > 1e-3, info
+    assert float(info["temperature"]) != pytest.approx(0.01)
+    with pytest.raises(ValueError, match="bc_only_updates"):
+        dataclasses.replace(SMALL, bc_only_updates=10)
+
+
 def test_equal_entropy_rule_pulls_a_high_entropy_down_and_at_least_does_not():
     # A constant reward makes Q flat in the action: only the temperature term moves the policy's entropy. SAC's
     # rule (entropy >= target, temperature >= 0) can only push it up; "equal" turns the temperature negative and

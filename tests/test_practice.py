@@ -168,7 +168,10 @@ def test_practice_needs_a_task_pair_and_sane_values(tmp_path):
              (["train", "--sim", "pick_cube", "learner.max_wall_s=-1"], "learner.max_wall_s must be a number >= 0, "
                                                                          "got -1.0"),
              (["practice", "--sim", "cube_pads", "actor.noise_scale=2"],
-              "actor.noise_scale must be a number in [0, 1], got 2.0")]
+              "actor.noise_scale must be a number in [0, 1], got 2.0"),
+             (["train", "--sim", "pick_cube", "demos.episodes=0", "learner.offline_updates=10"],
+              "learner.offline_updates=10 trains on demos, but demos.episodes=0 and no demos.store: give demos, or "
+              "learner.offline_updates=0")]
     for args, line in cases:
         out = subprocess.run(CLI + args[:3] + ["--run", str(tmp_path / "r")] + args[3:], capture_output=True,
                              text=True, timeout=120)
@@ -211,6 +214,10 @@ def test_a_session_survives_sigkill_of_its_actor_and_learner(tmp_path):
     assert report["human_resets"] == sum(e.reset == "human" for e in finished)
     assert (run / "practice.png").stat().st_size > 0 and len(report["videos"]) == 1
     assert Path(report["videos"][0]).stat().st_size > 0
+    # the session's default offline phase: the preset's actor cloned the demos before the first attempt
+    rows = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
+    assert OmegaConf.load(run / runs.CONFIG).learner.offline_updates == 3000
+    assert min(r["updates"] for r in rows if r["env_steps"] > 0) >= 3000
 
 
 def test_a_resumed_session_keeps_the_settings_it_started_with(tmp_path):

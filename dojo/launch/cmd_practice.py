@@ -25,8 +25,9 @@ def add_parser(subparsers) -> None:
                     "forward and backward task with no reset in between, and a person (the twin's simulated one) "
                     "resets the scene only after practice.max_failures failed attempts in a row or when the scene "
                     "is stuck. One agent learns both directions (the direction is part of its state; the "
-                    "serl-practice preset unless agent.name says otherwise); the actor practises with the "
-                    "policy's mode (actor.noise_scale=0; 1 samples the policy). A learner "
+                    "serl-practice preset unless agent.name says otherwise), pre-trained on the demos first "
+                    "(learner.offline_updates: the preset's 3,000 updates that clone them); the actor practises "
+                    "with the policy's mode (actor.noise_scale=0; 1 samples the policy). A learner "
                     "or actor that is killed is started again and resumes; `dojo practice --run RUN` resumes a "
                     "stopped session. Ends with RUN/practice.png, sampled attempt videos in RUN/videos, TensorBoard "
                     "scalars and one JSON line.")
@@ -43,7 +44,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_practice(args: argparse.Namespace) -> int:
-    from dojo.launch.cmd_train import train_on_twin
+    from dojo.launch.cmd_train import train_config, train_on_twin
     from dojo.learners.report import practice_report
     from dojo.sim.task_pair import PAIRS, TASKS
 
@@ -55,6 +56,9 @@ def run_practice(args: argparse.Namespace) -> int:
     # A resumed session keeps what its saved config says (these defaults may have been overridden at its start).
     resumed = args.run is not None and (Path(args.run) / runs.CONFIG).is_file()
     defaults = [] if resumed else ["practice.enabled=true", "actor.noise_scale=0.0", "agent.name=serl-practice"]
+    if not resumed:
+        task = [f"task={PAIRS[args.sim]}"] if args.sim else []
+        defaults += clone_first(train_config([*task, *defaults, *args.overrides], robot=args.robot))
     name = args.sim or Path(args.robot).stem
     cfg, run, started = train_on_twin(name, PAIRS.get(args.sim), args.run, [*defaults, *args.overrides],
                                       restarts=RESTARTS, command="practice", robot=args.robot)
@@ -69,6 +73,22 @@ def run_practice(args: argparse.Namespace) -> int:
     print(json.dumps({"pair": args.sim, "robot": args.robot, "run": str(run), **report, "videos": videos,
                       "wall_s": round(time.monotonic() - started, 1)}))
     return 0
+
+
+def clone_first(cfg) -> list[str]:
+    """The session's offline phase: an agent whose actor clones the demos for its first updates (serl-practice's
+    `bc_only_updates`) runs them before the first attempt (learner.offline_updates), so the first attempts do what
+    the demos do instead of failing for thousands of online updates while every 5 failures cost a person's reset
+    (benchmarks/results/README.md, reset-free practice). With no demos to clone, none."""
+    from dojo.learners import agent_config, preset_agent
+    from dojo.learners.learner import agent_overrides
+
+    agent_file = preset_agent(cfg.agent.name)
+    updates = getattr(agent_config(cfg.agent.name, agent_overrides(cfg, agent_file))[1], "bc_only_updates", 0)
+    if not updates:
+        return []
+    has_demos = bool(cfg.demos.store) or cfg.demos.episodes > 0
+    return [f"learner.offline_updates={updates}" if has_demos else f"agent.{agent_file}.bc_only_updates=0"]
 
 
 def render_attempts(cfg, run: Path, count: int) -> list[str]:

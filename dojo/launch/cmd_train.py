@@ -251,6 +251,9 @@ def train_on_twin(name: str, task: str | None, run_arg: str | None, overrides: l
         raise ConfigError(f"--robot has no scripted expert to record demos.episodes={cfg.demos.episodes} demos: give "
                           "demos.store=STORE (teleop demos, e.g. dojo record --robot FILE --teleop spacemouse) or "
                           "demos.episodes=0")
+    if not cfg.demos.store and cfg.demos.episodes == 0 and cfg.learner.offline_updates > 0:
+        raise ConfigError(f"learner.offline_updates={cfg.learner.offline_updates} trains on demos, but "
+                          "demos.episodes=0 and no demos.store: give demos, or learner.offline_updates=0")
     obs_space, action_space = run_spaces(cfg)
     check_learner_inputs(cfg, obs_space, action_space)
     lock = runs.RunLock(run)  # a second train or learner on a live run stops here, before it touches anything

@@ -37,7 +37,7 @@ _COUNTS = ("batch_size", "utd_ratio", "num_qs", "num_min_qs", "cql_n_actions", "
            "encoder_feature_dim", "n_step")
 _INTERVALS = {"discount": (0.0, 1.0, "in (0, 1]"), "tau": (0.0, 1.0, "in (0, 1]"),
               "demo_ratio": (None, 1.0, "in [0, 1]"), "expectile": (0.0, 0.999999, "in (0, 1)")}
-_NON_NEGATIVE = ("aug_pad", "bc_weight", "alpha", "cql_alpha", "awr_temperature", "lr_warmup_steps")
+_NON_NEGATIVE = ("aug_pad", "bc_weight", "bc_only_updates", "alpha", "cql_alpha", "awr_temperature", "lr_warmup_steps")
 _POSITIVE = ("init_temperature", "cql_temp", "max_awr_weight", "reward_scale")
 _CHOICES = {"q_agg": ("mean", "min"), "bc_on": ("mode", "sample")}
 
@@ -77,6 +77,9 @@ def check_config(config) -> None:
             raise ValueError(f"{where} must be {expected}, got {value!r}")
     if getattr(config, "num_min_qs", 1) > getattr(config, "num_qs", 1):
         raise ValueError(f"{name} option num_min_qs must be <= num_qs={config.num_qs}, got {config.num_min_qs}")
+    if getattr(config, "bc_only_updates", 0) and not config.bc_weight > 0:
+        raise ValueError(f"{name} option bc_only_updates={config.bc_only_updates} clones the demos with the BC term: "
+                         f"it needs bc_weight > 0, got {config.bc_weight}")
 
 
 def adam(lr: float, warmup_steps: int = 0):

@@ -50,6 +50,10 @@ class Config(common.EncoderFields):
     # What the BC term compares with the demo action: the actor's mode, or the action it samples (the squared
     # error then adds the policy's variance on demo states: it also keeps the exploration noise near the demos').
     bc_on: str = "mode"
+    # The first this many updates train the actor on the BC term alone (no Q, no entropy, the temperature held)
+    # while the critic learns as usual: with `learner.offline_updates`, the online phase starts from a policy that
+    # already does what the demos do, instead of waiting thousands of online updates for the Q term to get there.
+    bc_only_updates: int = 0
     # Upper bound of the actor's log std (before tanh). RLPD's 2 lets the std grow wherever Q is flat in an
     # action dimension: the temperature term alone then pushes the entropy up (Adam scales its tiny gradient up).
     log_std_max: float = 2.0
@@ -168,7 +172,8 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         mean, log_std = actor.apply({"params": actor_params}, feats)
         action, logp = nets.sample_and_log_prob(rng, mean, log_std, True)
         q = critic.apply({"params": self.critic_params}, feats, action, method="from_features").mean(axis=0)
-        loss = (self.temperature * logp - q).mean()
+        rl = (self.step >= self.config.bc_only_updates).astype(jnp.float32)  # 0 while the actor only clones
+        loss = rl * (self.temperature * logp - q).mean()
         info = {"entropy": -logp.mean(), "log_std_top": log_std.mean(0).max()}
         if self.config.bc_weight > 0:
             acted = nets.mode(mean, True) if self.config.bc_on == "mode" else action
@@ -220,7 +225,7 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         def temp_loss(log_temp):
             return temperature(log_temp, cfg.entropy_rule) * (actor_info["entropy"] - self.target_entropy)
 
-        temp_grad = jax.grad(temp_loss)(agent.log_temp)
+        temp_grad = jax.grad(temp_loss)(agent.log_temp) * (self.step >= cfg.bc_only_updates)
         updates, temp_opt = temp_opt_def.update(temp_grad, agent.temp_opt, agent.log_temp)
         log_temp = optax.apply_updates(agent.log_temp, updates)
         info = {**info, **actor_info, "temperature": temperature(log_temp, cfg.entropy_rule)}
