@@ -37,9 +37,16 @@ def main() -> None:
     from dojo.policies.snapshot import Policy
 
     path = Path(args.policy)
-    policy = Policy(str(path / runs.SNAPSHOT if path.is_dir() else path), seed=args.seed)
-    cfg = train_config(["task=cube_to_green", "practice.enabled=true", "practice.person_delay_s=0"])
-    env = make_env(cfg)
+    try:
+        policy = Policy(str(path / runs.SNAPSHOT if path.is_dir() else path), seed=args.seed)
+    except (FileNotFoundError, ValueError) as err:
+        p.error(str(err))
+    env = make_env(train_config(["task=cube_to_green", "practice.enabled=true", "practice.person_delay_s=0"]))
+    want, have = len(policy.snapshot.state_mean), env.observation_space["state"].shape[0]
+    if want != have:
+        env.close()
+        p.error(f"{path} acts on a state of {want} values; the pair's session has {have} (a policy trained on a "
+                "practice run or on its demos)")
     session, xs = env.env, []  # CanonicalEnv over the PracticeSession
     for attempt in range(args.attempts):
         obs, done = env.reset(seed=args.seed if attempt == 0 else None)[0], False

@@ -146,6 +146,11 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         return temperature(self.log_temp, self.config.entropy_rule)
 
     @property
+    def cloning(self):
+        """True while the actor learns the BC term alone (its first `bc_only_updates` updates)."""
+        return self.step < self.config.bc_only_updates
+
+    @property
     def target_entropy(self) -> float:
         t = self.config.target_entropy
         return -self.action_scale.dim / 2 if t is None else t
@@ -172,8 +177,7 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         mean, log_std = actor.apply({"params": actor_params}, feats)
         action, logp = nets.sample_and_log_prob(rng, mean, log_std, True)
         q = critic.apply({"params": self.critic_params}, feats, action, method="from_features").mean(axis=0)
-        rl = (self.step >= self.config.bc_only_updates).astype(jnp.float32)  # 0 while the actor only clones
-        loss = rl * (self.temperature * logp - q).mean()
+        loss = jnp.where(self.cloning, 0.0, (self.temperature * logp - q).mean())
         info = {"entropy": -logp.mean(), "log_std_top": log_std.mean(0).max()}
         if self.config.bc_weight > 0:
             acted = nets.mode(mean, True) if self.config.bc_on == "mode" else action
@@ -225,7 +229,7 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
         def temp_loss(log_temp):
             return temperature(log_temp, cfg.entropy_rule) * (actor_info["entropy"] - self.target_entropy)
 
-        temp_grad = jax.grad(temp_loss)(agent.log_temp) * (self.step >= cfg.bc_only_updates)
+        temp_grad = jnp.where(self.cloning, 0.0, jax.grad(temp_loss)(agent.log_temp))
         updates, temp_opt = temp_opt_def.update(temp_grad, agent.temp_opt, agent.log_temp)
         log_temp = optax.apply_updates(agent.log_temp, updates)
         info = {**info, **actor_info, "temperature": temperature(log_temp, cfg.entropy_rule)}
