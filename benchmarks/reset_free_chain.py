@@ -4,7 +4,7 @@ The real session (`dojo.robot.practice`, as `dojo practice` builds it, the twin'
 --attempts attempts with the policy's mode; a person resets the scene after 5 failures in a row or a stuck scene.
 Used to compare the policies a session starts from (e.g. `dojo learn --offline` on a session's demos) and ends with.
 
-Run: .venv/bin/python benchmarks/reset_free_chain.py POLICY [--attempts 100] [--seed 0]
+Run: .venv/bin/python benchmarks/reset_free_chain.py POLICY [--attempts 100] [--seed 0] [--set KEY=VALUE ...]
 POLICY: a snapshot file or a run folder (its policy.msgpack), trained on the pair's state with the direction.
 Prints one JSON line: attempts, human_resets, forward/backward successes, the cube's x range at the attempts' ends.
 """
@@ -27,6 +27,8 @@ def main() -> None:
     p.add_argument("policy", help="a policy snapshot, or a run folder holding policy.msgpack")
     p.add_argument("--attempts", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a session setting, e.g. practice.after_failure=retry (repeatable)")
     args = p.parse_args()
     if args.attempts < 1:
         p.error(f"--attempts must be >= 1, got {args.attempts}")
@@ -41,7 +43,11 @@ def main() -> None:
         policy = Policy(str(path / runs.SNAPSHOT if path.is_dir() else path), seed=args.seed)
     except (FileNotFoundError, ValueError) as err:
         p.error(str(err))
-    env = make_env(train_config(["task=cube_to_green", "practice.enabled=true", "practice.person_delay_s=0"]))
+    try:
+        cfg = train_config(["task=cube_to_green", "practice.enabled=true", "practice.person_delay_s=0", *args.set])
+    except ValueError as err:  # ConfigError: a key that is not there, a value out of range
+        p.error(str(err))
+    env = make_env(cfg)
     want, have = len(policy.snapshot.state_mean), env.observation_space["state"].shape[0]
     if want != have:
         env.close()

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from dojo import runs
 from dojo.launch.build import make_env, resume_practice
-from dojo.launch.cmd_practice import replay_attempt
+from dojo.launch.cmd_practice import clone_first, replay_attempt
 from dojo.launch.config import ConfigError
 from dojo.launch.cmd_train import train_config
 from dojo.replay.store import EpisodeWriter, StoreReader
@@ -65,7 +65,8 @@ def test_attempts_alternate_on_success_retry_on_failure_and_a_person_resets_afte
     assert seen == [("", "forward", "cube_to_green", True),        # the process's first attempt: the env's reset
                     ("free", "backward", "cube_to_red", True),     # a success turns round, the scene as it was left
                     ("free", "forward", "cube_to_green", False),
-                    ("free", "forward", "cube_to_green", False),   # a failure tries the same direction again
+                    ("free", "forward", "cube_to_green", False),   # a failure that left the cube on the red pad:
+                                                                   # the same direction again (the other's goal holds)
                     ("human", "forward", "cube_to_green", True),   # max_failures=2 in a row: a person resets the scene
                     ("free", "backward", "cube_to_red", True)]
     assert session.summary() == {"attempts": 6, "human_resets": 1, "forward_successes": 2, "backward_successes": 2}
@@ -74,6 +75,28 @@ def test_attempts_alternate_on_success_retry_on_failure_and_a_person_resets_afte
     obs, _ = env.reset(seed=9)
     assert env.observation_space["state"].shape == obs["state"].shape
     np.testing.assert_array_equal(obs["state"][-2:], [1.0, 0.0])  # forward again after the backward success
+
+
+def test_after_a_failure_that_moved_the_cube_the_other_direction_goes_next():
+    """practice.after_failure=turn (the default): a failed attempt that left the cube off both pads is followed by
+    the other direction from where the cube lies, and the failure streak goes on across directions; with
+    after_failure=retry the same direction is tried again."""
+    def fail_off_both_pads(env):
+        attempt(env, lambda obs: STILL)
+        task, world = env.unwrapped.task, env.unwrapped.arm.world
+        world.data.qpos[task._qpos:task._qpos + 3] = [0.45, 0.0, task.cube_pos_m[2]]  # between the pads
+        mujoco.mj_forward(world.model, world.data)
+
+    for mode, direction in [("turn", "backward"), ("retry", "forward")]:
+        env = session_env(f"practice.after_failure={mode}")
+        fail_off_both_pads(env)
+        info, success = attempt(env, lambda obs: STILL)
+        assert (info["reset"], info["direction"], env.unwrapped.task.name, success) == (
+            "free", direction, env.unwrapped.task.direction_names[direction], False)
+        assert env.env.failures == 2
+        np.testing.assert_allclose(env.unwrapped.task.cube_pos_m[:2], [0.45, 0.0], atol=1e-3)  # the cube stayed
+    with pytest.raises(ConfigError, match="practice.after_failure must be one of"):
+        session_env("practice.after_failure=sometimes")
 
 
 def test_a_station_practises_through_the_same_session():
@@ -150,11 +173,13 @@ def test_a_replayed_chain_of_attempts_gives_back_the_stored_states(tmp_path):
             attempt(env, (lambda obs: expert()) if who == "expert" else (lambda obs: STILL), writer, seed=k)
     reader = StoreReader(path)
     assert [e.reset for e in reader.episodes] == ["", "free", "human", "free"]
-    twin = make_sim_env("cube_to_green")
+    twin = make_sim_env("cube_to_green", obs_mode="both", image_size=(24, 24))
     for index in (1, 3):
         stored = reader.episode(index).obs["state"][:, :-2]  # without the session's direction one-hot
-        replayed = np.array([obs["state"] for obs, *_ in replay_attempt(twin, reader, index)])
-        np.testing.assert_array_equal(replayed, stored[:-1])
+        steps = list(replay_attempt(twin, reader, index))
+        np.testing.assert_array_equal(np.array([obs["state"] for obs, *_ in steps]), stored[:-1])
+        # the drawn attempt's frames (the attempts before it were replayed without reading the cameras)
+        assert {obs["front"].shape for obs, *_ in steps} == {(24, 24, 3)} and twin.read_cameras
 
 
 def test_practice_needs_a_task_pair_and_sane_values(tmp_path):
@@ -187,7 +212,7 @@ def test_a_session_survives_sigkill_of_its_actor_and_learner(tmp_path):
     args = ["practice", "--sim", "cube_pads", "--run", str(run), "learner.env_steps=600", "demos.episodes=2",
             "env.max_episode_steps=40", "agent.sac.hidden_dims=[32,32]", "agent.sac.batch_size=32",
             "learner.start_after_steps=50", "learner.checkpoint_every_s=1.0", "learner.log_every_s=0.5",
-            "practice.person_delay_s=0", "practice.videos=1"]
+            "practice.person_delay_s=0", "practice.videos=1", "agent.sac.bc_only_updates=500"]
     proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "MUJOCO_GL": "egl"})
     replay = run / "replay" / "actor-0.zarr"
@@ -214,10 +239,23 @@ def test_a_session_survives_sigkill_of_its_actor_and_learner(tmp_path):
     assert report["human_resets"] == sum(e.reset == "human" for e in finished)
     assert (run / "practice.png").stat().st_size > 0 and len(report["videos"]) == 1
     assert Path(report["videos"][0]).stat().st_size > 0
-    # the session's default offline phase: the preset's actor cloned the demos before the first attempt
+    # the demos each started from a scene set up anew (as a person sets it up between demonstrations), not as a
+    # chain of the expert's exact placements, and took turns in direction
+    demos = StoreReader(run / "demos.zarr").episodes
+    assert [(e.reset, e.task) for e in demos] == [("", "cube_to_green"), ("", "cube_to_red")]
+    # the session's offline phase: the agent's actor cloned the demos for its bc_only_updates before the first attempt
     rows = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
-    assert OmegaConf.load(run / runs.CONFIG).learner.offline_updates == 3000
-    assert min(r["updates"] for r in rows if r["env_steps"] > 0) >= 3000
+    assert OmegaConf.load(run / runs.CONFIG).learner.offline_updates == 500
+    assert min(r["updates"] for r in rows if r["env_steps"] > 0) >= 500
+
+
+def test_a_session_clones_the_demos_for_the_presets_updates_before_its_first_attempt():
+    pair = ["task=cube_to_green", "practice.enabled=true"]
+    assert clone_first(train_config([*pair, "agent.name=serl-practice"])) == ["learner.offline_updates=3000"]
+    # no demos to clone (a station without teleop demos): no cloning phase, online either
+    assert clone_first(train_config([*pair, "agent.name=serl-practice", "demos.episodes=0"])) == [
+        "agent.sac.bc_only_updates=0"]
+    assert clone_first(train_config([*pair, "agent.name=serl"])) == []  # a preset without one
 
 
 def test_a_resumed_session_keeps_the_settings_it_started_with(tmp_path):

@@ -71,7 +71,8 @@ def _practice_session(env, cfg):
     from dojo.robot.practice import PracticeConfig, PracticeSession
     from dojo.sim.person import SimPerson
 
-    config = PracticeConfig(int(cfg.practice.max_failures), float(cfg.practice.reset_timeout_s))
+    config = PracticeConfig(int(cfg.practice.max_failures), float(cfg.practice.reset_timeout_s),
+                            str(cfg.practice.get("after_failure", "retry")))  # retry: a run saved before
     person = getattr(env, "person", None) or SimPerson(float(cfg.practice.person_delay_s))  # a station's, or the twin's
     return PracticeSession(env, person, config)
 

@@ -132,18 +132,23 @@ def replay_attempt(env, reader, index: int):
     """The twin's replay of attempt `index` of a practice store: a reset-free attempt begins where the one before it
     ended, so the chain of attempts since the last full reset is re-executed (that reset's seed, then every stored
     action; the twin is deterministic). Yields (obs, action, reward, terminated, truncated, info) of the attempt's
-    steps; the last info also holds "next_obs"."""
+    steps; the last info also holds "next_obs". The attempts before it are replayed without reading the cameras:
+    the chain since a person's reset can be hundreds of attempts long."""
     direction_of = {name: d for d, name in env.task.direction_names.items()}
     start = max(e.index for e in reader.episodes[:index + 1] if e.reset != "free")
-    for ep in reader.read_episodes(start, index + 1, obs_keys=("state",)):
-        if ep.info.index == start:
-            env.task.set_direction(direction_of[ep.info.task])
-            obs, _ = env.reset(seed=ep.info.reset_seed)
-        else:
-            env.task.begin_attempt(direction_of[ep.info.task])
-            obs, _ = env.reset()
-        for t in range(ep.info.num_steps):
-            next_obs, reward, terminated, truncated, info = env.step(ep.action[t])
-            if ep.info.index == index:
-                yield obs, ep.action[t], reward, terminated, truncated, {**info, "next_obs": next_obs}
-            obs = next_obs
+    try:
+        for ep in reader.read_episodes(start, index + 1, obs_keys=("state",)):
+            env.read_cameras = ep.info.index == index
+            if ep.info.index == start:
+                env.task.set_direction(direction_of[ep.info.task])
+                obs, _ = env.reset(seed=ep.info.reset_seed)
+            else:
+                env.task.begin_attempt(direction_of[ep.info.task])
+                obs, _ = env.reset()
+            for t in range(ep.info.num_steps):
+                next_obs, reward, terminated, truncated, info = env.step(ep.action[t])
+                if ep.info.index == index:
+                    yield obs, ep.action[t], reward, terminated, truncated, {**info, "next_obs": next_obs}
+                obs = next_obs
+    finally:
+        env.read_cameras = True

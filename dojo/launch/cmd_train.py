@@ -293,9 +293,15 @@ def _record_demos(cfg, path: Path) -> None:
     if have >= cfg.demos.episodes:
         return
     env = make_env(cfg, local_reward=True)
+    session = env.env  # the env inside CanonicalEnv: the RobotEnv, or a practice session's
+    if hasattr(session, "fresh_scenes"):
+        # Each demo of a practice session starts from a scene set up anew, as a person sets it up between
+        # demonstrations. A chain of the expert's exact placements would start every demo at the pad's centre, and
+        # a policy cloned from those never learns to bring an off-centre cube back to it: its placements drift.
+        session.fresh_scenes = True
     try:
-        with EpisodeWriter(path) as writer:  # the env inside CanonicalEnv: the RobotEnv, or a practice session's
-            record(env.env, writer, cfg.demos.episodes - have, act=make_expert(env.unwrapped),
+        with EpisodeWriter(path) as writer:
+            record(session, writer, cfg.demos.episodes - have, act=make_expert(env.unwrapped),
                    seed=10_000 + have, operator="scripted-expert")
     finally:
         env.close()

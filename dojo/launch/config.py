@@ -174,6 +174,10 @@ def _check_practice(cfg: DictConfig) -> None:
     _number(cfg, "practice.reset_timeout_s", 0, strict=True)
     _number(cfg, "practice.person_delay_s", 0)
     _number(cfg, "practice.videos", 0, integer=True)
+    if "after_failure" in cfg.practice:  # absent from runs saved before it
+        from dojo.robot.practice import AFTER_FAILURE
+
+        _choice(cfg, "practice.after_failure", AFTER_FAILURE)
     if not cfg.practice.enabled:
         return
     if cfg.env.kind == "robot":

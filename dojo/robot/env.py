@@ -73,6 +73,7 @@ class RobotEnv(gym.Env):
         self.teleop = teleop
         self.safety = SafetyLayer(safety)
         self.render_mode = render_mode
+        self.read_cameras = True  # False: observations leave the frames out (fast-forwarding the twin to a point)
         self.period_s = 1.0 / config.control_hz
         if config.obs_mode != "state" and not self.cameras:
             raise ValueError(f"obs_mode {config.obs_mode!r} needs at least one camera, got none")
@@ -192,7 +193,7 @@ class RobotEnv(gym.Env):
         """The observation, and each camera's frame age (capture to now, on the env's clock) in seconds."""
         self._states.append(state)
         obs, ages, shown = {}, {}, state
-        if self.config.obs_mode != "state":
+        if self.config.obs_mode != "state" and self.read_cameras:
             now = self.clock.now_s()
             for i, (name, camera) in enumerate(self.cameras.items()):
                 frame = camera.read()

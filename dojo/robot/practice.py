@@ -4,7 +4,10 @@ other take turns on one scene, and a person resets the scene only when the sessi
 `PracticeSession` wraps a RobotEnv whose task can switch direction (`begin_attempt(direction)` keeps the scene,
 `set_direction(direction)` makes the next reset a full one; the twin's task pair, dojo.sim.task_pair). Each
 `reset()` starts the next attempt:
-- a success turns the direction round; a failure tries the same direction again from where the scene is;
+- a success turns the direction round; so does a failure (`after_failure="turn"`): the other direction takes the
+  scene over from where the failure left it, as the backward policy of forward/backward practice does, unless its
+  goal already holds there (the failure left the scene as it began) or the task cannot tell; then, and with
+  `after_failure="retry"`, the same direction tries again (a policy acting with its mode repeats its failure);
 - after `max_failures` failed attempts in a row, or when the task's stuck detector (`stuck_reason()`) fires, a
   person is asked to reset the scene for the next attempt (dojo.robot.tasks.HumanReset: the arm goes home, the
   person says when they are done; the twin's SimPerson after its delay);
@@ -32,18 +35,22 @@ log = logging.getLogger("dojo.practice")
 
 DIRECTIONS = ("forward", "backward")
 OPPOSITE = {"forward": "backward", "backward": "forward"}
+AFTER_FAILURE = ("turn", "retry")
 
 
 @dataclasses.dataclass(frozen=True)
 class PracticeConfig:
     max_failures: int = 5  # failed attempts in a row before a person resets the scene
     reset_timeout_s: float = 600.0  # wait this long for the person, then stop with the arm at home
+    after_failure: str = "turn"  # turn: the other direction goes next (unless its goal already holds); retry
 
     def __post_init__(self) -> None:
         if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 1:
             raise ValueError(f"practice.max_failures must be an integer >= 1, got {self.max_failures!r}")
         if not self.reset_timeout_s > 0:
             raise ValueError(f"practice.reset_timeout_s must be > 0, got {self.reset_timeout_s!r}")
+        if self.after_failure not in AFTER_FAILURE:
+            raise ValueError(f"practice.after_failure must be one of {AFTER_FAILURE}, got {self.after_failure!r}")
 
 
 def pair_task(task):
@@ -75,6 +82,7 @@ class PracticeSession(gym.Wrapper):
         self._scene_reset, self._human_reset = env.reset_fn, HumanReset(person, config.reset_timeout_s)
         env.reset_fn = self._reset_scene
         self._planned = ""
+        self.fresh_scenes = False  # every attempt from a set-up scene, as a person sets it up between demos
         self.resume([])
 
     # -- the session's state, from the journaled attempts ------------------------------------------
@@ -101,7 +109,7 @@ class PracticeSession(gym.Wrapper):
 
     def next_reset(self) -> tuple[str, str]:
         """(how the next attempt begins: "", "free" or "human"; why a person is asked, or "")."""
-        if not self._scene_live:
+        if not self._scene_live or self.fresh_scenes:
             return "", ""
         stuck = getattr(self.pair, "stuck_reason", lambda: None)()
         if stuck:
@@ -113,6 +121,8 @@ class PracticeSession(gym.Wrapper):
     # -- gymnasium ---------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         kind, why = self.next_reset()
+        if kind == "free" and self.failures and self._turn_after_failure():
+            self.direction = OPPOSITE[self.direction]
         if kind == "free":
             self.pair.begin_attempt(self.direction)
         else:
@@ -128,6 +138,14 @@ class PracticeSession(gym.Wrapper):
         self._scene_live = True
         self.human_resets += kind == "human"
         return self._observe(obs), {**info, "reset": kind, "direction": self.direction, "why_reset": why}
+
+    def _turn_after_failure(self) -> bool:
+        """After a failed attempt the other direction goes next, from where the scene is, unless its goal already
+        holds (the failure left the scene as it began) or the pair cannot tell (then the direction is retried)."""
+        if self.config.after_failure != "turn":
+            return False
+        goal_met = getattr(self.pair, "goal_met", None)
+        return goal_met is not None and goal_met(OPPOSITE[self.direction]) is False
 
     def _reset_scene(self, env, rng: np.random.Generator) -> None:
         """The RobotEnv's reset: a person's on request, else the env's own (which keeps a begun attempt's scene)."""

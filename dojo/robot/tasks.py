@@ -80,6 +80,10 @@ class StationTask(Task):
     def stuck_reason(self) -> str | None:
         return getattr(self.scene, "stuck_reason", lambda: None)()
 
+    def goal_met(self, direction: str) -> bool | None:
+        """Whether `direction`'s goal holds in the scene as it is; None where the station cannot tell (hardware)."""
+        return getattr(self.scene, "goal_met", lambda _: None)(direction)
+
     def _pair_scene(self):
         return self.scene if hasattr(self.scene, "begin_attempt") else None
 

@@ -130,10 +130,17 @@ class CubePads(SimTask):
     def _speed_m_s(self) -> float:
         return float(np.linalg.norm(self.world.data.qvel[self._dof:self._dof + 3]))
 
+    def goal_met(self, direction: str) -> bool:
+        """`direction`'s goal holds in the scene as it is: the cube lies flat on its target pad (held or not)."""
+        return self._on(DIRECTIONS[check_direction(direction)][3])
+
     def on_pad(self) -> bool:
         """The cube lies flat on the target pad (held or not)."""
+        return self._on(self.target_pad)
+
+    def _on(self, pad: str) -> bool:
         cube = self.cube_pos_m
-        return bool(np.linalg.norm(cube[:2] - self.pad_xy_m) < ON_PAD_M and cube[2] < CUBE_HALF_M + REST_TOL_M
+        return bool(np.linalg.norm(cube[:2] - np.asarray(PADS_XY_M[pad])) < ON_PAD_M and cube[2] < CUBE_HALF_M + REST_TOL_M
                     and self._tilt_rad() < FLAT_MAX_TILT_RAD)
 
     def success(self, arm_state: ArmState) -> bool:
