@@ -205,18 +205,24 @@ def test_practice_needs_a_task_pair_and_sane_values(tmp_path):
 
 
 def test_a_session_survives_sigkill_of_its_actor_and_learner(tmp_path):
-    """`dojo practice` with its actor, then its learner, SIGKILLed mid-session: each is started again and resumes;
-    the learner's store holds every journaled step exactly once, the attempts go on counting, and the report,
-    video and curve are written."""
+    """`dojo practice` with its learner SIGKILLed in its offline phase, then its actor and its learner mid-session:
+    each is started again and resumes; the learner's store holds every journaled step exactly once, the attempts go
+    on counting, and the report, video and curve are written."""
     run = tmp_path / "r"
     args = ["practice", "--sim", "cube_pads", "--run", str(run), "learner.env_steps=600", "demos.episodes=2",
             "env.max_episode_steps=40", "agent.sac.hidden_dims=[32,32]", "agent.sac.batch_size=32",
             "learner.start_after_steps=50", "learner.checkpoint_every_s=1.0", "learner.log_every_s=0.5",
-            "practice.person_delay_s=0", "practice.videos=1", "agent.sac.bc_only_updates=500"]
+            "practice.person_delay_s=0", "practice.videos=1", "agent.sac.bc_only_updates=1000"]
     proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "MUJOCO_GL": "egl"})
     replay = run / "replay" / "actor-0.zarr"
     try:
+        # the learner, killed in its offline phase (before it listens), is started again too
+        wait_for(lambda: '"env_steps": 0' in ((run / "learner.log").read_text() if (run / "learner.log").exists()
+                                               else ""), 300)
+        learner = child_pid(proc.pid, "learner")
+        offline = runs.read_link_info(run).get("pid") != learner
+        os.kill(learner, signal.SIGKILL)
         wait_for(lambda: replay.exists() and StoreReader(replay).num_episodes >= 2, 300)
         os.kill(child_pid(proc.pid, "actor"), signal.SIGKILL)
         wait_for(lambda: "starting it again" in (run / "actor-0.log").read_text(), 60)
@@ -227,7 +233,8 @@ def test_a_session_survives_sigkill_of_its_actor_and_learner(tmp_path):
         proc.kill()
     assert proc.returncode == 0, err[-3000:]
     report = json.loads(out.strip().splitlines()[-1])
-    assert "killed by signal 9; starting it again" in (run / "learner.log").read_text()
+    assert (run / "learner.log").read_text().count("killed by signal 9; starting it again") == 2
+    assert offline  # the first kill came before the learner listened
     assert_same_rows(run / "journal" / "actor-0.zarr", replay)  # nothing lost, nothing twice
     episodes = StoreReader(replay).episodes
     finished = [e for e in episodes if e.finished]
@@ -245,8 +252,8 @@ def test_a_session_survives_sigkill_of_its_actor_and_learner(tmp_path):
     assert [(e.reset, e.task) for e in demos] == [("", "cube_to_green"), ("", "cube_to_red")]
     # the session's offline phase: the agent's actor cloned the demos for its bc_only_updates before the first attempt
     rows = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
-    assert OmegaConf.load(run / runs.CONFIG).learner.offline_updates == 500
-    assert min(r["updates"] for r in rows if r["env_steps"] > 0) >= 500
+    assert OmegaConf.load(run / runs.CONFIG).learner.offline_updates == 1000
+    assert min(r["updates"] for r in rows if r["env_steps"] > 0) >= 1000
 
 
 def test_a_session_clones_the_demos_for_the_presets_updates_before_its_first_attempt():

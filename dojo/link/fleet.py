@@ -272,10 +272,11 @@ def run_fleet(run: Path, learner_args: list[str], actor_args: Callable[[dict, st
 def wait_until_listening(run: Path, learner: Child, timeout_s: float) -> None:
     """Until this learner's pid is in RUN/link.json (a crashed run's file names the dead one). The learner listens
     after its offline updates, which take as long as they take: `timeout_s` counts from its last line of output
-    (the progress rows it writes while it trains offline)."""
+    (the progress rows it writes while it trains offline). A learner killed meanwhile is started again while it
+    has restarts left (`Child.restart_if_killed`), and resumes."""
     deadline, logged = time.monotonic() + timeout_s, -1
     while runs.read_link_info(run).get("pid") != learner.proc.pid:
-        if learner.proc.poll() is not None:
+        if learner.proc.poll() is not None and not learner.restart_if_killed():
             raise learner.failure() or DojoError(f"the learner exited before it listened; see {learner.log_path}")
         size = learner.log_path.stat().st_size if learner.log_path.exists() else 0
         if size != logged:
