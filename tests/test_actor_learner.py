@@ -385,12 +385,15 @@ def test_a_ray_fleet_feeds_one_learner_exactly_once_through_kills(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def actor_process(actor: str) -> int | None:
+        """This run's actor process (a Ray worker's child, not this test's): its command names this run's folder,
+        so another dojo run on the machine (a user's session beside the tests) is never touched."""
         for proc in Path("/proc").iterdir():
             try:
                 cmd = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if proc.name.isdigit() and b"actor" in cmd and f"actor.id={actor}".encode() in cmd:
+            if (proc.name.isdigit() and b"actor" in cmd and f"actor.id={actor}".encode() in cmd
+                    and str(run.resolve()).encode() in cmd):
                 return int(proc.name)
         return None
     journals = [run / "journal" / f"actor-{i}.zarr" for i in (0, 1)]
