@@ -140,8 +140,8 @@ class CubePads(SimTask):
 
     def _on(self, pad: str) -> bool:
         cube = self.cube_pos_m
-        return bool(np.linalg.norm(cube[:2] - np.asarray(PADS_XY_M[pad])) < ON_PAD_M and cube[2] < CUBE_HALF_M + REST_TOL_M
-                    and self._tilt_rad() < FLAT_MAX_TILT_RAD)
+        near = np.linalg.norm(cube[:2] - np.asarray(PADS_XY_M[pad])) < ON_PAD_M
+        return bool(near and cube[2] < CUBE_HALF_M + REST_TOL_M and self._tilt_rad() < FLAT_MAX_TILT_RAD)
 
     def success(self, arm_state: ArmState) -> bool:
         return self.on_pad() and arm_state.gripper_width_m > RELEASED_WIDTH_M
