@@ -121,9 +121,9 @@ class PracticeSession(gym.Wrapper):
     # -- gymnasium ---------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         kind, why = self.next_reset()
-        if kind == "free" and self.failures and self._turn_after_failure():
-            self.direction = OPPOSITE[self.direction]
         if kind == "free":
+            if self._turn_after_failure():
+                self.direction = OPPOSITE[self.direction]
             self.pair.begin_attempt(self.direction)
         else:
             self.pair.set_direction(self.direction)
@@ -142,7 +142,7 @@ class PracticeSession(gym.Wrapper):
     def _turn_after_failure(self) -> bool:
         """After a failed attempt the other direction goes next, from where the scene is, unless its goal already
         holds (the failure left the scene as it began) or the pair cannot tell (then the direction is retried)."""
-        if self.config.after_failure != "turn":
+        if not self.failures or self.config.after_failure != "turn":  # the last attempt succeeded, or retry
             return False
         goal_met = getattr(self.pair, "goal_met", None)
         return goal_met is not None and goal_met(OPPOSITE[self.direction]) is False
