@@ -78,6 +78,22 @@ def test_update_runs_utd_critic_steps_and_learns_a_constant_reward():
         agent.update(synthetic_batch(rng, 8, action_dim=3))
 
 
+def test_max_return_clips_the_td_target():
+    # reward 1 on every step, never terminal: the true Q is 1 / (1 - 0.99) = 100; with max_return=1 no target
+    # exceeds 1, so the critic settles at 1 instead of climbing
+    rng = np.random.default_rng(3)
+    batch = synthetic_batch(rng, 2 * 32)
+    batch["reward"][:], batch["discount"][:] = 1.0, 0.99
+    for max_return, check in ((1.0, lambda q, t: t <= 1.0 + 1e-6 and abs(q - 1.0) < 0.1), (None, lambda q, t: t > 1.2)):
+        agent = sac.create(0, STATE_SPACE, ACTION_SPACE, dataclasses.replace(SMALL, critic_lr=3e-3, tau=0.1,
+                                                                            max_return=max_return))
+        for _ in range(80):
+            agent, info = agent.update(batch)
+        assert check(float(info["q"]), float(info["target_q"])), (max_return, info)
+    with pytest.raises(ValueError, match="sac option max_return must be a finite number or null, got inf"):
+        sac.get_config(max_return=float("inf"))
+
+
 def _leaves_equal(a, b):
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))

@@ -173,3 +173,8 @@ def test_mirror_from_store_tails_and_relabels(tmp_path: Path) -> None:
     assert set(b["obs"]) == set(b["next_obs"]) == {"state"}
     np.testing.assert_array_equal(b["reward"], 1.0)
     assert len(relabelled) == 7  # the still-open episode is not mirrored
+    # A mirror at another discount (a learner's, at its agent's) recomputes the stored returns at its own.
+    b = ReplayMirror.from_store(path, mc_gamma=0.25).sample(300, np.random.default_rng(8), n_step=1, gamma=0.25)
+    at_quarter = {10: 1 + .25 * 2 + .0625 * 3, 11: 2 + .25 * 3, 12: 3.0, 20: 1 / 64, 21: 1 / 16, 22: .25, 23: 1.0}
+    for i, s in enumerate(b["obs"]["state"][:, 0].astype(int)):
+        assert b["mc_return"][i] == pytest.approx(at_quarter[s])

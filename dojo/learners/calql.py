@@ -85,7 +85,8 @@ def scale_rewards(reward, mc_return, scale: float, bias: float, gamma: float):
     a success L steps away has G = gamma^(L-1), so its scaled return sum_{k<L} gamma^k bias + gamma^(L-1) scale
     is scale * G + bias * (1 - gamma * G) / (1 - gamma); a failure has G = 0 and gets bias / (1 - gamma),
     Cal-QL's value of failing forever (replay_buffer.calc_return_to_go). With bias 0 this is exact for any
-    rewards. Needs the store's mc_gamma equal to `gamma` and n_step 1 (the learner's default).
+    rewards. Needs mc_return at `gamma` (a learner's mirror holds them at its agent's discount, whatever a store
+    was written with) and n_step 1 (checked before a run starts).
     """
     scaled_mc = scale * mc_return + bias * (1.0 - gamma * mc_return) / (1.0 - gamma)
     return scale * reward + bias, scaled_mc

@@ -58,6 +58,9 @@ def check_config(config) -> None:
         elif isinstance(default, float) or key in _INTERVALS:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
             expected = "a finite number"
+        elif key == "max_return":
+            ok = value is None or isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            expected = "a finite number or null"
         elif isinstance(default, str) or default is None:
             ok, expected = value is None or isinstance(value, (str, int, float)), "a value"
         else:

@@ -101,14 +101,16 @@ class Learner:
         reward_fn = episode_rlif_reward if mode in ("rlif", "both") else None
         copy_interventions = mode in ("hil-serl", "both")
 
-        # The stores: offline data first (it fixes the mirror's return settings), then one per actor.
+        # The stores: offline data first, then one per actor. The mirror holds Monte-Carlo returns (Cal-QL's
+        # bound) at the agent's discount, whatever discount a store was written with.
         obs_keys, capacity = ("state", *self.obs_spec.camera_keys), int(self.lc.capacity_steps)
         self.language = language_encoder(cfg)
         if cfg.demos.store and (self.language is not None or self.lc.get("relabel", "")):
             self.mirror = offline_mirror(cfg, capacity, obs_keys, self.language, self.run)
         else:
-            self.mirror = (ReplayMirror.from_store(cfg.demos.store, capacity, obs_keys=obs_keys) if cfg.demos.store
-                           else ReplayMirror(capacity))
+            gamma = _agent_discount(cfg, self.run)
+            self.mirror = (ReplayMirror.from_store(cfg.demos.store, capacity, obs_keys=obs_keys, mc_gamma=gamma)
+                           if cfg.demos.store else ReplayMirror(capacity, mc_gamma=gamma))
         self.journals: dict[str, EpisodeWriter] = {}
         self.sinks: dict[str, StoreSink] = {}
         self.store_spec = {"state": ((self.obs_spec.state_dim,), np.float32),
@@ -421,8 +423,8 @@ def offline_mirror(cfg, capacity: int, obs_keys: tuple, language=None, run: Path
     from dojo.rewards.relabel import vgps_episode_pieces
 
     reader = StoreReader(cfg.demos.store)
-    mirror = ReplayMirror(capacity, mc_gamma=reader.mc_gamma, failure_reward=reader.failure_reward)
     relabel, gamma = cfg.learner.get("relabel", ""), _agent_discount(cfg, run)
+    mirror = ReplayMirror(capacity, mc_gamma=gamma, failure_reward=reader.failure_reward)
     for first in range(0, reader.num_episodes, 256):
         for ep in reader.read_episodes(first, min(first + 256, reader.num_episodes), obs_keys):
             if ep.info.num_steps == 0:
@@ -440,16 +442,18 @@ def offline_mirror(cfg, capacity: int, obs_keys: tuple, language=None, run: Path
                     mirror.add_episode(**piece)
             else:
                 mirror.add_episode(ep.obs, ep.action, ep.reward, ep.terminal, ep.truncated, ep.intervened,
-                                   source=ep.info.source, mc_return=ep.mc_return, _finished=ep.info.finished)
+                                   source=ep.info.source, mc_return=ep.mc_return if reader.mc_gamma == gamma else None,
+                                   _finished=ep.info.finished)
     return mirror
 
 
 def _agent_discount(cfg, run: Path | None) -> float:
     """The discount of the agent this run trains: its checkpoint's when it resumes, agent.init's, or its preset's."""
-    path = run / runs.CHECKPOINT if run is not None and (run / runs.CHECKPOINT).exists() else (
-        runs.checkpoint_path(cfg.agent.init) if cfg.agent.init else None)
-    if path is not None:
-        return float(read_checkpoint(str(path))[0]["config"]["discount"])
+    if run is not None and (run / runs.CHECKPOINT).exists():
+        return float(json.loads(read_checkpoint(str(run / runs.CHECKPOINT))[0]["config"])["discount"])
+    if cfg.agent.init:  # its options apply over the checkpoint's, as _make_agent loads it
+        meta = read_checkpoint(str(runs.checkpoint_path(cfg.agent.init)))[0]
+        return float(agent_overrides(cfg, meta["agent"]).get("discount", json.loads(meta["config"])["discount"]))
     return float(agent_config(cfg.agent.name, agent_overrides(cfg, preset_agent(cfg.agent.name)))[1].discount)
 
 

@@ -60,6 +60,10 @@ class Config(common.EncoderFields):
     # "at_least": SAC's constraint, entropy >= target_entropy, with a temperature >= 0 that can only push the
     # entropy up. "equal": entropy == target_entropy, a signed temperature that also pulls it down.
     entropy_rule: str = "at_least"
+    # The largest return possible, or None: TD targets are clipped at it (HER's target clipping). With a 0/1 reward
+    # on the success step that ends the episode (practice's success sources) no return exceeds 1, and a critic that
+    # rises past it overrates what the actor then chases (benchmarks/results/README.md, killed sessions).
+    max_return: float | None = None
     # Not used by the update: the length of the returns in the batches the learner samples for this agent (its
     # `learner.n_step` when that is null). RLPD: 1.
     n_step: int = 1
@@ -167,6 +171,8 @@ class SACAgent(common.GaussianActing, flax.struct.PyTreeNode):
                                       batch["next_obs"], next_action)
         target = subset_min_target(next_qs, batch["reward"], batch["discount"], next_logp,
                                    self.temperature, self.config.backup_entropy)
+        if self.config.max_return is not None:
+            target = jnp.minimum(target, self.config.max_return)
         qs = critic.apply({"params": critic_params}, batch["obs"], batch["action"])
         loss = ((qs - jax.lax.stop_gradient(target)[None]) ** 2).mean()
         return loss, {"critic_loss": loss, "q": qs.mean(), "target_q": target.mean()}

@@ -39,6 +39,7 @@ class _Followed:
     copy_interventions: bool = False
     copy_successes: bool = False
     episodes_read: int = 0
+    recompute_returns: bool = False  # the store's return settings are not the mirror's
 
 
 class ReplayMirror:
@@ -75,12 +76,15 @@ class ReplayMirror:
         *,
         obs_keys: tuple[str, ...] | None = None,
         reward_fn: Callable[[Episode], np.ndarray] | None = None,
+        mc_gamma: float | None = None,
     ) -> ReplayMirror:
         """Load a store's closed episodes; `tail()` picks up later ones. `obs_keys` limits the
         observation keys held (e.g. state only); `reward_fn(episode) -> (num_steps,)` relabels
-        rewards on load (Monte-Carlo returns are then recomputed) without touching the store."""
+        rewards on load (Monte-Carlo returns are then recomputed) without touching the store.
+        `mc_gamma`: the discount of the Monte-Carlo returns held (default: the store's)."""
         reader = store if isinstance(store, StoreReader) else StoreReader(store)
-        mirror = cls(capacity_steps, mc_gamma=reader.mc_gamma, failure_reward=reader.failure_reward)
+        mirror = cls(capacity_steps, mc_gamma=reader.mc_gamma if mc_gamma is None else mc_gamma,
+                     failure_reward=reader.failure_reward)
         mirror.follow(reader, obs_keys=obs_keys, reward_fn=reward_fn)
         return mirror
 
@@ -91,12 +95,12 @@ class ReplayMirror:
         follows it too. With `copy_interventions` each run of intervened steps is also held as an
         episode of source "demo" (HIL-SERL: the operator's corrections join the demonstrations); with
         `copy_successes` each successful episode is (self-imitation: what worked joins them).
-        Returns the steps added now."""
+        A store whose returns were stored at another mc_gamma or failure_reward has them recomputed at the
+        mirror's on load (a learner holds them at its agent's discount). Returns the steps added now."""
         reader = store if isinstance(store, StoreReader) else StoreReader(store)
-        if (reader.mc_gamma, reader.failure_reward) != (self.mc_gamma, self.failure_reward):
-            raise ValueError(f"{reader.path} has mc_gamma={reader.mc_gamma}, failure_reward={reader.failure_reward}; "
-                             f"this mirror holds {self.mc_gamma}, {self.failure_reward}")
-        self._followed.append(_Followed(reader, obs_keys, reward_fn, copy_interventions, copy_successes))
+        recompute = (reader.mc_gamma, reader.failure_reward) != (self.mc_gamma, self.failure_reward)
+        self._followed.append(_Followed(reader, obs_keys, reward_fn, copy_interventions, copy_successes,
+                                        recompute_returns=recompute))
         return self._load_new_episodes(self._followed[-1])
 
     def tail(self) -> int:
@@ -120,7 +124,7 @@ class ReplayMirror:
             if i == stop or batch_rows >= 65536:
                 for ep in reader.read_episodes(first, i, followed.obs_keys):
                     added += self._add_stored(ep, followed.reward_fn, followed.copy_interventions,
-                                              followed.copy_successes)
+                                              followed.copy_successes, followed.recompute_returns)
                 first, batch_rows = i, 0
             if i < stop:
                 batch_rows += reader.episodes[i].stop_row - reader.episodes[i].start_row
@@ -128,7 +132,8 @@ class ReplayMirror:
         return added
 
     def _add_stored(self, ep: Episode, reward_fn: Callable[[Episode], np.ndarray] | None,
-                    copy_interventions: bool = False, copy_successes: bool = False) -> int:
+                    copy_interventions: bool = False, copy_successes: bool = False,
+                    recompute_returns: bool = False) -> int:
         if ep.info.num_steps == 0:  # a crashed writer's single committed row: nothing to learn from
             return 0
         reward, mc_return = ep.reward, ep.mc_return
@@ -136,6 +141,7 @@ class ReplayMirror:
             reward = np.asarray(reward_fn(ep), dtype=np.float32)
             if reward.shape != ep.reward.shape:
                 raise ValueError(f"reward_fn returned shape {reward.shape}, expected {ep.reward.shape}")
+        if reward_fn is not None or recompute_returns:
             mc_return = mc_return_to_go(reward, ep.terminal, self.mc_gamma, self.failure_reward)
         added = self.add_episode(ep.obs, ep.action, reward, ep.terminal, ep.truncated, ep.intervened,
                                  source=ep.info.source, mc_return=mc_return, _finished=ep.info.finished)
