@@ -15,6 +15,7 @@ import pytest
 from dojo import runs
 from dojo.launch.cli import main
 from dojo.launch.config import OPEN_SECTIONS, load_config
+from dojo.learners.checkpoint import read_checkpoint
 from dojo.learners.learner import Learner
 from dojo.replay.store import EpisodeWriter, open_store
 from test_stream import wait_for
@@ -268,3 +269,32 @@ def test_the_learner_samples_the_agents_n_step_unless_told_otherwise(tmp_path, o
     learner = Learner(tmp_path / "run", cfg, space, gym.spaces.Box(-1, 1, (4,), np.float32), serve=False)
     assert learner.n_step == n_step
     learner.close()
+
+
+def test_the_learner_checkpoints_as_its_offline_phase_ends(tmp_path, capsys):
+    """A learner killed after its offline phase resumes online: it checkpoints as the phase ends, not only every
+    checkpoint_every_s (a practice session's learner resumed inside it published no policy for minutes, and its
+    restarted actor gave up)."""
+    import threading
+    import time
+
+    from dojo.launch.build import make_learner
+
+    assert main(["record", "--sim", "reach", "--episodes", "2", "--out", str(tmp_path / "demos.zarr")]) == 0
+    capsys.readouterr()
+    cfg = load_config("train", ["task=reach", f"demos.store={tmp_path / 'demos.zarr'}", "learner.offline_updates=20",
+                                "learner.env_steps=10", "learner.checkpoint_every_s=1000000", "learner.eval_every=0",
+                                "agent.sac.hidden_dims=[16,16]", "agent.sac.batch_size=8"], open_sections=OPEN_SECTIONS)
+    learner, seen = make_learner(tmp_path / "run", cfg, serve=False), []
+
+    def watch():  # the checkpoint on disk while the learner waits online (it has no actor: no env step comes)
+        path = tmp_path / "run" / runs.CHECKPOINT
+        deadline = time.monotonic() + 120
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(read_checkpoint(str(path))[0]["extra"]["updates"] if path.exists() else None)
+        learner.stop_event.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    learner.run_until_done()
+    assert seen == [20]

@@ -287,8 +287,13 @@ class Learner:
         if self.updates < int(self.lc.offline_updates) and self.mirror.num_steps == 0:
             raise ValueError(f"learner.offline_updates={self.lc.offline_updates} but the offline stores hold "
                              f"no steps (demos.store={self.cfg.demos.store!r})")
+        offline = self.updates < int(self.lc.offline_updates)
         while self.updates < int(self.lc.offline_updates) and not self.stop_event.is_set():
             self.tick()
+        if offline and not self.stop_event.is_set():
+            # a learner killed from here on resumes online: from the last timed checkpoint it would run part of its
+            # offline phase again, publishing no policy meanwhile, and its actors give up waiting for one
+            self.checkpoint()
         if self.server is not None:  # actors connect once the offline policy is ready
             self.server.start()
             runs.write_link_info(self.run, self.server.host, self.server.port)
