@@ -39,6 +39,7 @@ _INTERVALS = {"discount": (0.0, 1.0, "in (0, 1]"), "tau": (0.0, 1.0, "in (0, 1]"
               "demo_ratio": (None, 1.0, "in [0, 1]"), "expectile": (0.0, 0.999999, "in (0, 1)")}
 _NON_NEGATIVE = ("aug_pad", "bc_weight", "bc_only_updates", "alpha", "cql_alpha", "awr_temperature", "lr_warmup_steps")
 _POSITIVE = ("init_temperature", "cql_temp", "max_awr_weight", "reward_scale")
+_OPTIONAL_NUMBERS = ("max_return",)  # None (off) or a finite number
 _CHOICES = {"q_agg": ("mean", "min"), "bc_on": ("mode", "sample")}
 
 
@@ -56,11 +57,9 @@ def check_config(config) -> None:
         elif isinstance(default, int) and key not in _INTERVALS:
             ok, expected = _is_int(value), "an integer"
         elif isinstance(default, float) or key in _INTERVALS:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-            expected = "a finite number"
-        elif key == "max_return":
-            ok = value is None or isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-            expected = "a finite number or null"
+            ok, expected = _is_finite(value), "a finite number"
+        elif key in _OPTIONAL_NUMBERS:
+            ok, expected = value is None or _is_finite(value), "a finite number or null"
         elif isinstance(default, str) or default is None:
             ok, expected = value is None or isinstance(value, (str, int, float)), "a value"
         else:
@@ -88,6 +87,10 @@ def check_config(config) -> None:
 def adam(lr: float, warmup_steps: int = 0):
     """Adam at `lr`, or with the rate rising linearly from 0 to `lr` over the first `warmup_steps` updates."""
     return optax.adam(optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else lr)
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _is_int(value) -> bool:

@@ -284,10 +284,10 @@ class Learner:
             self.close()
 
     def _learn(self, actor, on_listening) -> None:
-        if self.updates < int(self.lc.offline_updates) and self.mirror.num_steps == 0:
+        offline = self.updates < int(self.lc.offline_updates)
+        if offline and self.mirror.num_steps == 0:
             raise ValueError(f"learner.offline_updates={self.lc.offline_updates} but the offline stores hold "
                              f"no steps (demos.store={self.cfg.demos.store!r})")
-        offline = self.updates < int(self.lc.offline_updates)
         while self.updates < int(self.lc.offline_updates) and not self.stop_event.is_set():
             self.tick()
         if offline and not self.stop_event.is_set():
